@@ -1,0 +1,60 @@
+# artserve: `make serve` (serve the default model) and `make test` (the whole suite) are the two
+# commands; each sets up .venv with the pinned stack first. `make help` lists the rest.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.artserve-installed
+CHECKPOINT ?= model_store/art-category.pt
+PYTEST_ARGS ?=
+
+.PHONY: help venv java serve stop status archive test test-unit test-integration lint clean
+
+help:
+	@echo "make serve [CHECKPOINT=path]  build the archive if stale, start TorchServe, wait for READY"
+	@echo "make stop                     stop the server started by make serve"
+	@echo "make status                   the model's workers as the management API reports them"
+	@echo "make archive [CHECKPOINT=...] build model_store/art-category.mar"
+	@echo "make test                     lint + unit + integration tests (no GPU needed)"
+	@echo "make venv                     create/refresh .venv with the pinned stack"
+
+# Reinstalled only when pyproject.toml changes; fast no-op otherwise.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+java:
+	@command -v java >/dev/null || { echo "Java 17 is required by TorchServe: apt-get install -y openjdk-17-jre-headless"; exit 1; }
+	@java -version 2>&1 | grep -qE 'version "(1[7-9]|2[0-9])' || { echo "TorchServe needs Java 17 or newer; found: $$(java -version 2>&1 | head -1)"; exit 1; }
+
+serve: venv java
+	$(PY) -m deploy.serve start --checkpoint $(CHECKPOINT)
+
+stop: venv
+	$(PY) -m deploy.serve stop
+
+status: venv
+	$(PY) -m deploy.serve status
+
+archive: venv
+	$(PY) -m deploy.archive --checkpoint $(CHECKPOINT)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test-unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: venv java
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test: venv java lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf .serve model_store/*.mar .pytest_cache .ruff_cache

@@ -1,0 +1,142 @@
+"""Build a TorchServe model archive (.mar) from an artserve checkpoint.
+
+    python -m deploy.archive --checkpoint model_store/art-category.pt [--model-card CARD.json]
+
+The archive holds the checkpoint, ``index_to_name.json`` generated from the checkpoint's labels, the
+model card (``model_card.json``, whose ``version`` the handler reports as ``model_version``), the
+``handlers`` package and ``deploy/model-config.yaml`` (dynamic batching settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from handlers.labels import write_label_map
+from handlers.model import build_model, load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLERS_DIR = ROOT / "handlers"
+DEFAULT_MODEL_CONFIG = ROOT / "deploy" / "model-config.yaml"
+DEFAULT_NAME = "art-category"
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_card_path(checkpoint: Path) -> Path:
+    """``run/best.pt`` -> ``run/best.card.json``: where training.export writes the model card."""
+    return checkpoint.with_suffix(".card.json")
+
+
+def load_or_make_card(checkpoint: Path, card_path: Path | None, ckpt: dict, name: str) -> dict:
+    """The checkpoint's model card, or a minimal one derived from the checkpoint itself."""
+    card_path = card_path or default_card_path(checkpoint)
+    weights_sha = sha256_file(checkpoint)
+    if card_path.exists():
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        if card.get("weights_sha256") not in (None, weights_sha):
+            raise ValueError(
+                f"model card {card_path} describes weights {card['weights_sha256'][:12]}, "
+                f"but {checkpoint} is {weights_sha[:12]}: export the card and checkpoint together"
+            )
+    else:
+        card = {"name": name, "arch": ckpt["arch"], "labels": list(ckpt["labels"])}
+        if "training" in ckpt:
+            card["training"] = ckpt["training"]
+    card.setdefault("name", name)
+    card["weights_sha256"] = weights_sha
+    card.setdefault("version", f"{ckpt['arch']}-{weights_sha[:12]}")
+    return card
+
+
+def is_up_to_date(mar: Path, inputs: list[Path]) -> bool:
+    """True when ``mar`` exists and is newer than every input file."""
+    if not mar.exists():
+        return False
+    built = mar.stat().st_mtime
+    return all(p.stat().st_mtime <= built for p in inputs if p.exists())
+
+
+def archive_inputs(checkpoint: Path, card_path: Path | None, model_config: Path) -> list[Path]:
+    files = [checkpoint, model_config, *sorted(HANDLERS_DIR.glob("*.py"))]
+    files.append(card_path or default_card_path(checkpoint))
+    return files
+
+
+def build_archive(
+    checkpoint: str | Path,
+    export_path: str | Path = ROOT / "model_store",
+    name: str = DEFAULT_NAME,
+    model_card: str | Path | None = None,
+    model_config: str | Path = DEFAULT_MODEL_CONFIG,
+) -> Path:
+    """Check the checkpoint loads with its labels, then write ``<export_path>/<name>.mar``."""
+    checkpoint, model_config = Path(checkpoint), Path(model_config)
+    card_path = Path(model_card) if model_card else None
+    ckpt = load_checkpoint(checkpoint)
+    build_model(ckpt)  # fails here, not in the server, if weights, arch and labels disagree
+    card = load_or_make_card(checkpoint, card_path, ckpt, name)
+    export_path = Path(export_path)
+    export_path.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(prefix="artserve-mar-") as tmp:
+        extra = Path(tmp) / "extra"
+        shutil.copytree(HANDLERS_DIR, extra / "handlers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        write_label_map(extra / "index_to_name.json", ckpt["labels"])
+        (extra / "model_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        archiver = Path(sys.executable).with_name("torch-model-archiver")
+        cmd = [
+            str(archiver),
+            "--model-name",
+            name,
+            "--version",
+            str(card["version"]),
+            "--serialized-file",
+            str(checkpoint),
+            "--handler",
+            str(HANDLERS_DIR / "art_handler.py"),
+            "--extra-files",
+            str(extra),
+            "--config-file",
+            str(model_config),
+            "--export-path",
+            str(export_path),
+            "--force",
+        ]
+        subprocess.run(cmd, check=True)
+    return export_path / f"{name}.mar"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="artserve checkpoint (.pt) to pack (required)")
+    p.add_argument(
+        "--model-card", default=None, help="model card JSON (default: CHECKPOINT with .card.json, else generated)"
+    )
+    p.add_argument(
+        "--model-config", default=str(DEFAULT_MODEL_CONFIG), help="TorchServe model-config.yaml (default: %(default)s)"
+    )
+    p.add_argument("--name", default=DEFAULT_NAME, help="model name (default: %(default)s)")
+    p.add_argument("--export-path", default=str(ROOT / "model_store"), help="output folder (default: %(default)s)")
+    return p
+
+
+def main(args: argparse.Namespace) -> None:
+    mar = build_archive(args.checkpoint, args.export_path, args.name, args.model_card, args.model_config)
+    print(f"wrote {mar}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

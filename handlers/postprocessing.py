@@ -1,0 +1,31 @@
+"""Logits -> probabilities -> the documented response body."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over classes, computed in float32 whatever dtype the model ran in."""
+    return torch.softmax(logits.float(), dim=1)
+
+
+def prediction_body(
+    probs: torch.Tensor, labels: Sequence[str], top_k: int, model_name: str, model_version: str
+) -> dict:
+    """One image's response: the top label, its probability and the ``top_k`` best labels."""
+    k = max(1, min(top_k, len(labels)))
+    values, indices = torch.topk(probs, k)
+    ranked = [
+        {"label": labels[i], "probability": round(float(p), 6)}
+        for p, i in zip(values.tolist(), indices.tolist(), strict=True)
+    ]
+    return {
+        "label": ranked[0]["label"],
+        "probability": ranked[0]["probability"],
+        "top_k": ranked,
+        "model": model_name,
+        "model_version": model_version,
+    }

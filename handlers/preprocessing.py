@@ -1,0 +1,205 @@
+"""Image preprocessing, defined once: bytes -> RGB image -> uint8 tensor -> normalised float batch.
+
+Training evaluation, ``training.evaluate`` and the serving handler all call these functions, so the
+model sees the same tensor for the same image wherever it runs (``tests/unit/test_preprocessing.py``
+proves it).
+
+Steps: refuse oversize payloads and images before decoding them (decompression bombs), decode one of
+the supported formats (first frame of animations), apply EXIF orientation, convert any mode to 8-bit
+RGB (alpha composited on white, 16-bit scaled, CMYK converted), take the centre square that a
+"resize shorter side to ``resize``, centre-crop ``crop``" transform keeps and scale it to
+``crop`` x ``crop`` in one antialiased bilinear resize, and normalise with the ImageNet statistics.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from handlers.errors import BadImage, PayloadTooLarge, UnsupportedMediaType
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Pillow format names that artserve decodes. MPO is the multi-picture JPEG that cameras write.
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+
+#: Formats that clients plausibly send but artserve does not decode: magic bytes -> name.
+_UNSUPPORTED_SIGNATURES = (
+    (b"%PDF", "PDF"),
+    (b"<svg", "SVG"),
+    (b"<?xml", "SVG/XML"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
+)
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Input limits, checked before any pixel is decoded."""
+
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000
+
+    @classmethod
+    def from_config(cls, config: Mapping | None = None, env: Mapping[str, str] = os.environ) -> Limits:
+        """``max_bytes``/``max_pixels`` from ``config`` (model-config.yaml's ``handler:`` section),
+        overridden by ``ARTSERVE_MAX_BYTES``/``ARTSERVE_MAX_PIXELS``; unset means the defaults above."""
+        values = {}
+        for attr in ("max_bytes", "max_pixels"):
+            name = f"ARTSERVE_{attr.upper()}"
+            raw = env.get(name) or (config or {}).get(attr)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[attr] = int(raw)
+            except ValueError:
+                raise ValueError(f"{attr}={raw!r} is not an integer") from None
+            if values[attr] <= 0:
+                raise ValueError(f"{attr}={raw!r} must be positive")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """The evaluation transform: shorter side to ``resize``, centre crop ``crop``, normalise."""
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = field(default=IMAGENET_MEAN)
+    std: tuple[float, float, float] = field(default=IMAGENET_STD)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.crop <= self.resize:
+            raise ValueError(f"crop={self.crop} must be positive and at most resize={self.resize}")
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> PreprocessConfig:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def _sniff_unsupported(data: bytes) -> str | None:
+    head = data[:64].lstrip()
+    for magic, name in _UNSUPPORTED_SIGNATURES:
+        if head.startswith(magic):
+            return name
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return "HEIF/AVIF"
+    return None
+
+
+def decode_image(data: bytes, limits: Limits = Limits(), draft_size: int | None = None) -> Image.Image:
+    """Decode ``data`` into an 8-bit RGB image with EXIF orientation applied.
+
+    ``draft_size`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while both sides stay at least
+    that large (much cheaper than a full decode of a large photo). Raises an ``InputError`` subclass
+    for anything the client must fix.
+    """
+    if not data:
+        raise BadImage("the request has no image data (empty body)")
+    if len(data) > limits.max_bytes:
+        raise PayloadTooLarge(
+            f"image is {len(data)} bytes; the limit is {limits.max_bytes} bytes (set ARTSERVE_MAX_BYTES to raise it)"
+        )
+    unsupported = _sniff_unsupported(data)
+    if unsupported:
+        raise UnsupportedMediaType(f"{unsupported} is not supported; send JPEG, PNG, WebP, BMP, TIFF or GIF")
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb check warns; our explicit pixel limit below is the one that applies.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise PayloadTooLarge(f"image refused before decoding: {e}") from None
+    except UnidentifiedImageError:
+        raise BadImage("the data is not a recognisable image (corrupt or not an image file)") from None
+    except Exception as e:  # Pillow raises many types on malformed headers
+        raise BadImage(f"the image header cannot be read: {e}") from None
+
+    if img.format not in SUPPORTED_FORMATS:
+        raise UnsupportedMediaType(f"{img.format} images are not supported; send JPEG, PNG, WebP, BMP, TIFF or GIF")
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise BadImage(f"image has an empty size {width}x{height}")
+    if width * height > limits.max_pixels:
+        raise PayloadTooLarge(
+            f"image is {width}x{height} pixels; the limit is {limits.max_pixels / 1e6:g} megapixels "
+            "(set ARTSERVE_MAX_PIXELS to raise it)"
+        )
+    try:
+        if draft_size and img.format in ("JPEG", "MPO"):
+            img.draft(img.mode, (draft_size, draft_size))
+        img.seek(0)  # first frame of an animation
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as e:
+        raise BadImage(f"the {img.format} image is truncated or corrupt: {e}") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; transparency is composited onto white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16"):
+            arr = arr / 257.0
+        elif img.mode == "F" and arr.size and float(np.nanmax(arr)) <= 1.0:
+            arr = arr * 255.0
+        elif arr.size and float(np.nanmax(arr)) > 255:
+            arr = arr / 257.0
+        arr = np.nan_to_num(np.clip(np.rint(arr), 0, 255))
+        return Image.fromarray(arr.astype(np.uint8)).convert("RGB")
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        background.alpha_composite(rgba)
+        return background.convert("RGB")
+    return img.convert("RGB")
+
+
+def center_crop_resize(img: Image.Image, cfg: PreprocessConfig) -> Image.Image:
+    """Equivalent of ``Resize(cfg.resize)`` + ``CenterCrop(cfg.crop)`` in one resize.
+
+    The centre square kept by the crop is cut out in source coordinates, so even a 1x10000 strip
+    costs one small resize rather than a huge intermediate image.
+    """
+    width, height = img.size
+    side = min(width, height) * cfg.crop / cfg.resize
+    left, top = (width - side) / 2, (height - side) / 2
+    return img.resize((cfg.crop, cfg.crop), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+
+
+def image_to_uint8(img: Image.Image) -> torch.Tensor:
+    """RGB image -> ``uint8`` tensor of shape ``(3, H, W)``."""
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def preprocess_bytes(data: bytes, cfg: PreprocessConfig, limits: Limits = Limits()) -> torch.Tensor:
+    """Request bytes -> ``uint8`` tensor ``(3, crop, crop)`` ready for :func:`normalize`."""
+    img = decode_image(data, limits, draft_size=cfg.resize)
+    return image_to_uint8(center_crop_resize(img, cfg))
+
+
+def normalize(batch: torch.Tensor, cfg: PreprocessConfig, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``uint8`` batch ``(N, 3, H, W)`` on any device -> normalised float batch on the same device."""
+    mean = torch.tensor(cfg.mean, device=batch.device, dtype=dtype).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(cfg.std, device=batch.device, dtype=dtype).view(1, 3, 1, 1) * 255.0
+    return (batch.to(dtype) - mean) / std
