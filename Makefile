@@ -8,7 +8,7 @@ STAMP := $(VENV)/.artserve-installed
 CHECKPOINT ?= model_store/art-category.pt
 PYTEST_ARGS ?=
 
-.PHONY: help venv java serve stop status archive test test-unit test-integration lint clean
+.PHONY: help venv java system-deps serve stop status archive test test-unit test-integration lint clean
 
 help:
 	@echo "make serve [CHECKPOINT=path]  build the archive if stale, start TorchServe, wait for READY"
@@ -31,6 +31,13 @@ java:
 	@command -v java >/dev/null || { echo "Java 17 is required by TorchServe: apt-get install -y openjdk-17-jre-headless"; exit 1; }
 	@java -version 2>&1 | grep -qE 'version "(1[7-9]|2[0-9])' || { echo "TorchServe needs Java 17 or newer; found: $$(java -version 2>&1 | head -1)"; exit 1; }
 
+# Debian packages the tests need (real Prometheus/promtool, headless Chromium); installed if missing.
+SYSTEM_PKGS ?=
+system-deps:
+	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+
 serve: venv java
 	$(PY) -m deploy.serve start --checkpoint $(CHECKPOINT)
 
@@ -50,10 +57,10 @@ lint: venv
 test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: venv java
+test-integration: venv java system-deps
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-test: venv java lint
+test: venv java system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
