@@ -163,6 +163,8 @@ def build_model(ckpt: Mapping, labels: Sequence[str] | None = None) -> tuple[Art
         raise ValueError("checkpoint has no classifier.6.weight: not an ArtVGG state dict")
     num_classes = head.shape[0]
     validate_labels(ckpt_labels, num_classes)
+    if labels is not None:
+        validate_labels(labels, num_classes)
     if labels is not None and list(labels) != ckpt_labels:
         raise ValueError(
             f"label map {list(labels)} does not match the labels the weights were trained with {ckpt_labels}"

@@ -123,8 +123,11 @@ def decode_image(data: bytes, limits: Limits = Limits(), draft_size: int | None 
             # Pillow's own bomb check warns; our explicit pixel limit below is the one that applies.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:
-        raise PayloadTooLarge(f"image refused before decoding: {e}") from None
+    except Image.DecompressionBombError as e:  # over twice Pillow's own limit: refused while reading the header
+        raise PayloadTooLarge(
+            f"image refused before decoding ({e}); the limit is {limits.max_pixels / 1e6:g} megapixels "
+            "(set ARTSERVE_MAX_PIXELS to raise it)"
+        ) from None
     except UnidentifiedImageError:
         raise BadImage("the data is not a recognisable image (corrupt or not an image file)") from None
     except Exception as e:  # Pillow raises many types on malformed headers

@@ -1,0 +1,179 @@
+"""The TorchServe handler in-process, with TorchServe's own Context class and a recording metrics fake."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from handlers.art_handler import ArtHandler
+from handlers.labels import write_label_map
+from handlers.model import build_model, load_checkpoint
+from handlers.postprocessing import probabilities
+from handlers.preprocessing import normalize, preprocess_bytes
+from tests.conftest import TINY_PREPROCESS, make_tiny_checkpoint
+from tests.images import ART5_LABELS, corrupt_jpeg, jpeg, png_bomb
+
+ts_context = pytest.importorskip("ts.context")
+
+
+class RecordingMetrics:
+    def __init__(self):
+        self.calls = []
+
+    def add_metric(self, name, value, unit, idx=None, dimensions=None, metric_type=None):
+        self.calls.append((name, value))
+
+    def add_counter(self, name, value, idx=None, dimensions=None):
+        self.calls.append((name, value))
+
+    def values(self, name):
+        return [v for n, v in self.calls if n == name]
+
+
+def model_dir(tmp_path: Path, labels=ART5_LABELS, card: dict | None = None) -> Path:
+    make_tiny_checkpoint(tmp_path / "tiny.pt")
+    write_label_map(tmp_path / "index_to_name.json", labels)
+    if card is not None:
+        (tmp_path / "model_card.json").write_text(json.dumps(card))
+    return tmp_path
+
+
+def make_context(directory: Path, headers: list[dict], yaml_config: dict | None = None):
+    manifest = {"model": {"modelName": "art-category", "serializedFile": "tiny.pt", "modelVersion": "1.0"}}
+    ctx = ts_context.Context(
+        "art-category", str(directory), manifest, 8, None, "0.12.0", metrics=RecordingMetrics(),
+        model_yaml_config=yaml_config or {"handler": {"top_k": 2}},
+    )  # fmt: skip
+    ctx.request_processor = [ts_context.RequestProcessor(h) for h in headers]
+    return ctx
+
+
+def initialized(directory: Path, n_requests: int, yaml_config: dict | None = None):
+    ctx = make_context(directory, [{} for _ in range(n_requests)], yaml_config)
+    handler = ArtHandler()
+    handler.initialize(ctx)
+    return handler, ctx
+
+
+def raw_request(data: bytes, ct: str = "image/jpeg") -> tuple[dict, dict]:
+    return {"body": data}, {"body": {"content-type": ct}, "Content-Type": ct}
+
+
+def run_batch(handler, ctx, requests):
+    ctx.request_processor = [ts_context.RequestProcessor(h) for _, h in requests]
+    return handler.handle([row for row, _ in requests], ctx)
+
+
+def test_mixed_batch_answers_each_request_on_its_own(tmp_path):
+    directory = model_dir(tmp_path, card={"version": "test-card-1"})
+    good = jpeg(seed=1)
+    requests = [
+        raw_request(good),
+        raw_request(corrupt_jpeg()),
+        raw_request(b"plain text", "text/plain"),
+        raw_request(png_bomb(9000), "image/png"),
+        ({"body": json.dumps({"image": base64.b64encode(good).decode()}).encode()},
+         {"body": {"content-type": "application/json"}, "Content-Type": "application/json"}),
+        ({"image": good}, {"image": {"content-type": "image/jpeg"}, "Content-Type": "multipart/form-data; boundary=x"}),
+    ]  # fmt: skip
+    handler, ctx = initialized(directory, len(requests))
+    out = run_batch(handler, ctx, requests)
+
+    statuses = [ctx.get_response_status(i)[0] or 200 for i in range(len(requests))]
+    assert statuses == [200, 400, 415, 413, 200, 200], f"per-request statuses: {statuses}"
+    for i in (1, 2, 3):
+        assert set(out[i]) == {"error", "code", "type"} and out[i]["code"] == statuses[i], f"error body {i}: {out[i]}"
+    for i in (0, 4, 5):
+        body = out[i]
+        assert body["model"] == "art-category" and body["model_version"] == "test-card-1", body
+        assert body["label"] in ART5_LABELS and len(body["top_k"]) == 2, body
+        assert body["top_k"][0]["label"] == body["label"], body
+        assert body["top_k"][0]["probability"] >= body["top_k"][1]["probability"], body
+    assert out[0]["top_k"] == out[4]["top_k"] == out[5]["top_k"], (
+        "the same image must get the same answer in any encoding"
+    )
+    assert all(ctx.get_response_content_type(i) == "application/json" for i in range(len(requests)))
+
+    metrics = ctx.metrics
+    assert metrics.values("ArtserveBatchSize") == [6], f"batch-size metric: {metrics.calls}"
+    assert metrics.values("ArtserveRejectedImages") == [3], f"rejected metric: {metrics.calls}"
+
+
+def test_prediction_equals_in_process_model(tmp_path):
+    directory = model_dir(tmp_path)
+    handler, ctx = initialized(directory, 1, {"handler": {"top_k": 5}})
+    data = jpeg(seed=7)
+    out = run_batch(handler, ctx, [raw_request(data)])[0]
+
+    model, labels, cfg = build_model(load_checkpoint(directory / "tiny.pt"))
+    assert cfg == TINY_PREPROCESS
+    with torch.inference_mode():
+        probs = probabilities(model(normalize(preprocess_bytes(data, cfg)[None], cfg)))[0]
+    expected = {labels[i]: float(p) for i, p in enumerate(probs)}
+    served = {d["label"]: d["probability"] for d in out["top_k"]}
+    assert served.keys() == expected.keys(), f"top_k=5 must list all 5 labels: {served}"
+    for label, p in served.items():
+        assert abs(p - expected[label]) < 1e-5, f"{label}: served {p}, in-process {expected[label]}"
+    assert abs(sum(served.values()) - 1) < 1e-4, f"softmax probabilities must sum to 1, got {sum(served.values())}"
+
+
+def test_all_bad_batch_runs_no_forward_pass(tmp_path):
+    handler, ctx = initialized(model_dir(tmp_path), 2)
+    out = run_batch(handler, ctx, [raw_request(b""), raw_request(b"x", "application/x-www-form-urlencoded")])
+    assert [ctx.get_response_status(i)[0] for i in range(2)] == [400, 415], out
+    assert out[0]["type"] == "bad_image" and out[1]["type"] == "unsupported_media_type", out
+
+
+def test_unexpected_error_fails_only_that_request(tmp_path, monkeypatch):
+    handler, ctx = initialized(model_dir(tmp_path), 2)
+    import handlers.art_handler as mod
+
+    real = mod.preprocess_bytes
+    calls = []
+
+    def flaky(data, cfg, limits):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("simulated")
+        return real(data, cfg, limits)
+
+    monkeypatch.setattr(mod, "preprocess_bytes", flaky)
+    out = run_batch(handler, ctx, [raw_request(jpeg()), raw_request(jpeg())])
+    assert ctx.get_response_status(0)[0] == 500 and out[0]["type"] == "internal", out[0]
+    assert ctx.get_response_status(1)[0] in (None, 200) and "label" in out[1], out[1]
+
+
+def test_model_version_falls_back_to_manifest(tmp_path):
+    handler, ctx = initialized(model_dir(tmp_path), 1)
+    assert handler.model_version == "1.0", (
+        f"without a model card the archive version is used, got {handler.model_version}"
+    )
+
+
+def test_missing_label_map_fails_at_load(tmp_path):
+    directory = model_dir(tmp_path)
+    (directory / "index_to_name.json").unlink()
+    with pytest.raises(ValueError, match="label map .* is missing"):
+        initialized(directory, 1)
+
+
+def test_label_map_disagreeing_with_weights_fails_at_load(tmp_path):
+    directory = model_dir(tmp_path)
+    write_label_map(directory / "index_to_name.json", ["a", "b", "c", "d", "e"])
+    with pytest.raises(ValueError, match="does not match the labels the weights were trained with"):
+        initialized(directory, 1)
+    write_label_map(directory / "index_to_name.json", ART5_LABELS[:4])
+    with pytest.raises(ValueError, match="4 labels for a model with 5 outputs"):
+        initialized(directory, 1)
+
+
+def test_archive_without_checkpoint_fails_clearly(tmp_path):
+    directory = model_dir(tmp_path)
+    shutil.move(directory / "tiny.pt", directory / "other.pt")
+    with pytest.raises(FileNotFoundError):
+        initialized(directory, 1)

@@ -1,0 +1,123 @@
+"""The model class, checkpoints, label maps and the archive recipe."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+import torch
+from torchvision.models import vgg16_bn
+
+from deploy.archive import build_archive, default_card_path, is_up_to_date
+from handlers.labels import read_label_map, validate_labels, write_label_map
+from handlers.model import ArtVGG, build_model, load_checkpoint, save_checkpoint
+from handlers.preprocessing import PreprocessConfig
+from tests.conftest import TINY_PREPROCESS, make_tiny_checkpoint
+from tests.images import ART5_LABELS
+
+
+def test_vgg16_bn_features_match_torchvision_so_imagenet_weights_load():
+    ours = ArtVGG(5, "vgg16_bn")
+    reference = {k: v.shape for k, v in vgg16_bn(weights=None).state_dict().items() if k.startswith("features.")}
+    mine = {k: v.shape for k, v in ours.state_dict().items() if k.startswith("features.")}
+    assert mine == reference, "features.* must have torchvision's names and shapes"
+    assert ours.classifier[-1].out_features == 5
+    assert len(ours.conv_blocks()) == 5, "VGG16 has five convolution blocks"
+
+
+def test_tiny_vgg_is_vgg_shaped_and_small():
+    model = ArtVGG(3, "tiny_vgg")
+    assert sum(p.numel() for p in model.parameters()) < 100_000
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
+
+
+def test_bad_construction_arguments():
+    with pytest.raises(ValueError, match="unknown arch"):
+        ArtVGG(5, "resnet50")
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        ArtVGG(1, "tiny_vgg")
+
+
+def test_checkpoint_round_trip_fp16(tmp_path):
+    torch.manual_seed(0)
+    model = ArtVGG(5, "tiny_vgg").eval()
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, ART5_LABELS, TINY_PREPROCESS, dtype=torch.float16, extra={"training": {"epochs": 1}})
+    ckpt = load_checkpoint(path)
+    assert ckpt["state_dict"]["classifier.6.weight"].dtype == torch.float16
+    assert ckpt["training"] == {"epochs": 1}
+    restored, labels, cfg = build_model(ckpt)
+    assert labels == ART5_LABELS and cfg == TINY_PREPROCESS and not restored.training
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        diff = (restored(x).softmax(1) - model(x).softmax(1)).abs().max().item()
+    assert diff < 1e-3, f"fp16 weights changed probabilities by {diff}"
+
+
+def test_load_checkpoint_rejects_foreign_files(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not an artserve checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable artserve checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_label_validation():
+    validate_labels(["a", "b"], 2)
+    for labels, message in [([], "empty"), (["a", "a"], "duplicate"), (["a", ""], "non-empty"), (["a"], "1 labels")]:
+        with pytest.raises(ValueError, match=message):
+            validate_labels(labels, 2)
+
+
+def test_label_map_file(tmp_path):
+    path = tmp_path / "index_to_name.json"
+    write_label_map(path, ART5_LABELS)
+    assert json.loads(path.read_text())["4"] == "sculpture"
+    assert read_label_map(path, 5) == ART5_LABELS
+    path.write_text(json.dumps({"0": "a", "2": "b"}))
+    with pytest.raises(ValueError, match="keys must be"):
+        read_label_map(path)
+    path.write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_label_map(path)
+    with pytest.raises(ValueError, match="missing"):
+        read_label_map(tmp_path / "absent.json")
+
+
+def test_archive_contents(tmp_path):
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    mar = build_archive(ckpt, tmp_path / "store")
+    with zipfile.ZipFile(mar) as z:
+        names = set(z.namelist())
+        manifest = json.loads(z.read("MAR-INF/MANIFEST.json"))
+        labels = json.loads(z.read("index_to_name.json"))
+        card = json.loads(z.read("model_card.json"))
+        model_config = z.read("model-config.yaml").decode()
+    for required in ("tiny.pt", "art_handler.py", "handlers/preprocessing.py", "handlers/model.py"):
+        assert required in names, f"{required} missing from the archive: {sorted(names)}"
+    assert not any("__pycache__" in n for n in names), "bytecode must not be archived"
+    assert manifest["model"]["handler"] == "art_handler.py" and manifest["model"]["modelName"] == "art-category"
+    assert labels == {str(i): label for i, label in enumerate(ART5_LABELS)}
+    assert card["version"] == manifest["model"]["modelVersion"] and len(card["weights_sha256"]) == 64
+    assert "batchSize" in model_config and "maxBatchDelay" in model_config
+    assert is_up_to_date(mar, [ckpt]), "a fresh archive is newer than its checkpoint"
+
+
+def test_archive_refuses_a_card_for_other_weights(tmp_path):
+    ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    default_card_path(ckpt).write_text(json.dumps({"version": "v1", "weights_sha256": "0" * 64}))
+    with pytest.raises(ValueError, match="export the card and checkpoint together"):
+        build_archive(ckpt, tmp_path / "store")
+
+
+def test_archive_refuses_broken_checkpoint(tmp_path):
+    model = ArtVGG(5, "tiny_vgg")
+    path = tmp_path / "bad.pt"
+    save_checkpoint(path, model, ART5_LABELS, PreprocessConfig(resize=72, crop=64))
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["labels"] = ART5_LABELS[:3]
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match="3 labels for a model with 5 outputs"):
+        build_archive(path, tmp_path / "store")
