@@ -1,0 +1,163 @@
+"""Export a training run for serving: a compact checkpoint (fp16 weights) and its model card.
+
+    python -m training.export runs/art5 --output model_store/art-category.pt
+    make archive CHECKPOINT=model_store/art-category.pt      # packs the card into the .mar
+
+Writes ``OUTPUT`` (weights in ``--dtype``, arch, labels, preprocessing and the run's ``training``
+record) and ``OUTPUT`` with ``.card.json`` (``deploy.archive.default_card_path``): name, version
+(``<arch>-<date>-<sha12>``), ``weights_sha256`` of the exported file, data source and per-class
+counts, metrics and training arguments. Unless ``--no-eval``, the run's validation images are
+classified with both the fp32 run checkpoint and the exported one, and the card records both
+results and how many predictions changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from deploy.archive import DEFAULT_NAME, default_card_path, sha256_file
+from handlers.model import build_model, load_checkpoint, save_checkpoint
+from training.data import find_splits
+from training.evaluate import compute_metrics, default_device, default_workers, eval_loader, predict
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def validation_comparison(reference: dict, exported: dict, device: torch.device, batch_size: int = 64) -> dict:
+    """Classify the run's validation split with both checkpoints (serving path, fp32 compute)."""
+    record = reference["training"]
+    args = record["args"]
+    splits = find_splits(record["data"], args["val_fraction"], args["seed"], args["limit_per_class"])
+    results, probs = {}, {}
+    for name, ckpt in (("reference", reference), ("exported", exported)):
+        model, labels, cfg = build_model(ckpt)
+        model.to(device)
+        start = time.perf_counter()
+        p, targets, failures = predict(
+            model, eval_loader(splits.val, cfg, batch_size, default_workers(device), device), cfg, device
+        )
+        if failures:
+            raise SystemExit(f"{len(failures)} validation images cannot be read, e.g. {splits.val[failures[0][0]][0]}")
+        m = compute_metrics(targets, p.argmax(1).tolist(), labels)
+        m["seconds"] = time.perf_counter() - start
+        results[name], probs[name] = m, p
+    ref, exp = results["reference"], results["exported"]
+    return {
+        "data": splits.source,
+        "n_images": ref["n_images"],
+        "reference_dtype": "float32",
+        "reference": {k: ref[k] for k in ("accuracy", "macro_f1", "weighted_f1", "per_class")},
+        "exported": {k: exp[k] for k in ("accuracy", "macro_f1", "weighted_f1", "per_class")},
+        "accuracy_difference": exp["accuracy"] - ref["accuracy"],
+        "macro_f1_difference": exp["macro_f1"] - ref["macro_f1"],
+        "changed_predictions": int((probs["reference"].argmax(1) != probs["exported"].argmax(1)).sum()),
+        "max_probability_difference": float((probs["reference"] - probs["exported"]).abs().max()),
+    }
+
+
+def data_source(data_dir: str) -> dict:
+    """Where the images came from: the folder and, when it has one, the first line of its SOURCE.md."""
+    source = {"path": data_dir}
+    readme = Path(data_dir) / "SOURCE.md"
+    if readme.exists():
+        source["description"] = readme.read_text(encoding="utf-8").splitlines()[0].lstrip("# ").strip()
+    return source
+
+
+def make_card(name: str, ckpt: dict, output: Path, dtype: str, comparison: dict | None) -> dict:
+    training = ckpt["training"]
+    sha = sha256_file(output)
+    best = training.get("best_val", {})
+    metrics = {
+        "validation_during_training": {
+            "epoch": training.get("best_epoch"),
+            "accuracy": best.get("val_acc"),
+            "macro_f1": best.get("val_macro_f1"),
+            "weighted_f1": best.get("val_weighted_f1"),
+        }
+    }
+    if comparison:
+        metrics["export_check"] = comparison
+    return {
+        "name": name,
+        "version": f"{ckpt['arch']}-{time.strftime('%Y%m%d', time.gmtime())}-{sha[:12]}",
+        "arch": ckpt["arch"],
+        "labels": list(ckpt["labels"]),
+        "preprocess": ckpt["preprocess"],
+        "weights_sha256": sha,
+        "weights_dtype": dtype,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "data": {
+            "source": data_source(training["data"]),
+            "split": training.get("split"),
+            "class_counts": training.get("class_counts"),
+        },
+        "metrics": metrics,
+        "training": {k: training.get(k) for k in ("epoch", "epochs", "best_epoch", "pretrained", "torch", "device")}
+        | {"args": training.get("args")},
+    }
+
+
+def export(
+    run_dir: str | Path,
+    output: str | Path,
+    name: str = DEFAULT_NAME,
+    checkpoint: str = "best.pt",
+    dtype: str = "float16",
+    evaluate: bool = True,
+    device: torch.device | None = None,
+) -> tuple[Path, dict]:
+    """Write the compact checkpoint and its card; returns (checkpoint path, card)."""
+    source = Path(run_dir) / checkpoint
+    ckpt = load_checkpoint(source)
+    if "training" not in ckpt:
+        raise SystemExit(f"{source} has no training record: export checkpoints written by training.train")
+    model, labels, cfg = build_model(ckpt)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(output, model, labels, cfg, DTYPES[dtype], extra={"training": ckpt["training"]})
+    comparison = validation_comparison(ckpt, load_checkpoint(output), device or default_device()) if evaluate else None
+    card = make_card(name, ckpt, output, dtype, comparison)
+    default_card_path(output).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    return output, card
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="training run directory (required)")
+    p.add_argument(
+        "--output", default=f"model_store/{DEFAULT_NAME}.pt", help="checkpoint to write (default: %(default)s)"
+    )
+    p.add_argument("--checkpoint", default="best.pt", help="checkpoint inside RUN_DIR to export (default: %(default)s)")
+    p.add_argument("--name", default=DEFAULT_NAME, help="model name in the card (default: %(default)s)")
+    p.add_argument(
+        "--dtype", default="float16", choices=sorted(DTYPES), help="stored weight type (default: %(default)s)"
+    )
+    p.add_argument("--no-eval", action="store_true", help="skip the fp32-vs-exported validation check (default: off)")
+    p.add_argument("--device", default=None, help="device for the check (default: cuda if available, else cpu)")
+    return p
+
+
+def main(args: argparse.Namespace) -> None:
+    device = torch.device(args.device) if args.device else None
+    output, card = export(args.run_dir, args.output, args.name, args.checkpoint, args.dtype, not args.no_eval, device)
+    print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {args.dtype}) and {default_card_path(output)}")
+    print(f"version {card['version']}")
+    check = card["metrics"].get("export_check")
+    if check:
+        ref, exp = check["reference"], check["exported"]
+        print(
+            f"validation ({check['n_images']} images): fp32 accuracy {ref['accuracy']:.4f} macro-F1 "
+            f"{ref['macro_f1']:.4f}; {args.dtype} accuracy {exp['accuracy']:.4f} macro-F1 {exp['macro_f1']:.4f}; "
+            f"{check['changed_predictions']} predictions changed, max probability difference "
+            f"{check['max_probability_difference']:.2e}"
+        )
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
