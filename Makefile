@@ -15,6 +15,7 @@ help:
 	@echo "make stop                     stop the server started by make serve"
 	@echo "make status                   the model's workers as the management API reports them"
 	@echo "make archive [CHECKPOINT=...] build model_store/art-category.mar"
+	@echo "make tag [DIR=... URL=... OUT=...]  tag a folder/CSV of images through the server, with a review report"
 	@echo "make test                     lint + unit + integration tests (no GPU needed)"
 	@echo "make venv                     create/refresh .venv with the pinned stack"
 
@@ -32,7 +33,7 @@ java:
 	@java -version 2>&1 | grep -qE 'version "(1[7-9]|2[0-9])' || { echo "TorchServe needs Java 17 or newer; found: $$(java -version 2>&1 | head -1)"; exit 1; }
 
 # Debian packages the tests need (real Prometheus/promtool, headless Chromium); installed if missing.
-SYSTEM_PKGS ?=
+SYSTEM_PKGS ?= chromium
 system-deps:
 	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
@@ -49,6 +50,11 @@ status: venv
 
 archive: venv
 	$(PY) -m deploy.archive --checkpoint $(CHECKPOINT)
+
+# Tag a collection through a running server (make serve) and write OUT/{tags.jsonl,tags.csv,report.html}.
+.PHONY: tag
+tag: venv
+	$(PY) -m loadtests.tag_collection $(or $(DIR),../shared/data/art5/val) --url $(or $(URL),http://127.0.0.1:8080/predictions/art-category) --out $(or $(OUT),runs/tag) $(TAG_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,313 @@
+"""Tag a whole collection through the prediction endpoint, resumably, and write a review report.
+
+    python -m loadtests.tag_collection ../shared/data/art5/val --out runs/tag/val
+    python -m loadtests.tag_collection paths.csv --url http://127.0.0.1:8080/predictions/art-category --out runs/tag/x
+
+The input is a folder (searched recursively for image files) or a CSV with a ``path`` column (relative paths are
+taken from the CSV's folder) and an optional ``true_label`` column. Each answer is appended to ``OUT/tags.jsonl``
+and flushed as it arrives, so a crash loses nothing; at the end ``OUT/tags.csv`` and the review report
+``OUT/report.html`` (with ``OUT/confidence.png``) are written for the images of this input.
+
+Rerunning with the same ``--out`` skips the images already tagged by the model version the server serves now
+(one already-tagged image is sent first to learn that version); failed images and images tagged by another
+version are sent again. Per-image failures are recorded with their status and error and never stop the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from loadtests.client import Client, Result
+from training.data import IMAGE_EXTENSIONS
+
+DEFAULT_URL = "http://127.0.0.1:8080/predictions/art-category"
+CSV_FIELDS = ["path", "label", "probability", "top_k", "model_version", "review", "true_label", "status", "error"]
+
+
+@dataclass
+class Collection:
+    """The images to tag, as absolute paths, with the true labels the input states (CSV column only)."""
+
+    paths: list[str]
+    true_labels: dict[str, str] = field(default_factory=dict)
+    from_folder: bool = False
+
+
+def find_images(root: Path) -> list[str]:
+    """Image files under ``root`` (recursive, by extension, hidden folders skipped), sorted, absolute."""
+    return sorted(
+        str(p.resolve())
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def read_path_csv(path: Path) -> Collection:
+    """A CSV with a ``path`` column and an optional ``true_label`` column; relative paths start at its folder."""
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or "path" not in reader.fieldnames:
+            raise ValueError(f"{path}: needs a header row with a 'path' column (found {reader.fieldnames})")
+        paths, true_labels = [], {}
+        for row in reader:
+            if not (row.get("path") or "").strip():
+                continue
+            image = Path(row["path"].strip())
+            image = str((image if image.is_absolute() else path.parent / image).resolve())
+            paths.append(image)
+            if (row.get("true_label") or "").strip():
+                true_labels[image] = row["true_label"].strip()
+    return Collection(list(dict.fromkeys(paths)), true_labels)
+
+
+def load_collection(source: str | Path) -> Collection:
+    source = Path(source)
+    if source.is_dir():
+        paths = find_images(source)
+        if not paths:
+            raise ValueError(f"{source} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        return Collection(paths, from_folder=True)
+    if source.suffix.lower() == ".csv" and source.is_file():
+        return read_path_csv(source)
+    raise FileNotFoundError(f"{source} is neither a folder of images nor a CSV file of paths")
+
+
+def read_records(jsonl: Path) -> tuple[dict[str, dict], int]:
+    """The latest record per path in ``jsonl`` and the number of unreadable lines (a crash's half-written tail)."""
+    latest, bad = {}, 0
+    if not jsonl.exists():
+        return latest, bad
+    with jsonl.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+                latest[record["path"]] = record
+            except (ValueError, KeyError, TypeError):
+                bad += 1
+    return latest, bad
+
+
+def end_line(path: Path) -> None:
+    """After a crash mid-write, start on a fresh line rather than extend the torn one."""
+    if path.exists() and path.stat().st_size:
+        with path.open("rb+") as f:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+
+
+def to_record(result: Result, review_below: float) -> dict:
+    """One JSONL line: the prediction, or the status and error of a failure."""
+    body = result.body if result.ok else {}
+    probability = body.get("probability")
+    return {
+        "path": result.path,
+        "label": body.get("label"),
+        "probability": probability,
+        "top_k": body.get("top_k"),
+        "model_version": body.get("model_version"),
+        "review": probability is not None and probability < review_below,
+        "status": result.status,
+        "error": result.error,
+        "attempts": result.attempts,
+        "seconds": round(result.seconds, 4),
+        "tagged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def is_tagged(record: dict | None) -> bool:
+    return bool(record) and record.get("error") is None and record.get("label") is not None
+
+
+@dataclass
+class Plan:
+    """What a run sends: first the probe (one already-tagged image) and the untagged ones, then the stale ones."""
+
+    first: list[str]
+    tagged: dict[str, str]  # path -> model_version of its successful record, before this run
+
+    def stale(self, version: str | None, answered: set[str]) -> list[str]:
+        """Tagged images whose version differs from the one served now (none if that is unknown)."""
+        if version is None:
+            return []
+        return [p for p, v in self.tagged.items() if v != version and p not in answered]
+
+
+def plan_run(paths: Iterable[str], previous: dict[str, dict]) -> Plan:
+    paths = list(paths)
+    tagged = {p: previous[p]["model_version"] for p in paths if is_tagged(previous.get(p))}
+    untagged = [p for p in paths if p not in tagged]
+    probe = [next(iter(tagged))] if tagged else []
+    return Plan(probe + untagged, tagged)
+
+
+class Tagger:
+    """Sends paths through a :class:`Client`, appending one flushed JSONL record per answer."""
+
+    def __init__(self, client: Client, jsonl: Path, review_below: float, concurrency: int) -> None:
+        self.client, self.jsonl, self.review_below, self.concurrency = client, jsonl, review_below, concurrency
+        self.records: dict[str, dict] = {}
+        self.version: str | None = None
+
+    def send(self, paths: list[str], bar: tqdm) -> None:
+        if not paths:
+            return
+        end_line(self.jsonl)
+        with self.jsonl.open("a", encoding="utf-8") as out:
+            for result in self.client.classify_many(paths, self.concurrency):
+                record = to_record(result, self.review_below)
+                out.write(json.dumps(record) + "\n")
+                out.flush()
+                self.records[record["path"]] = record
+                if is_tagged(record) and self.version is None:
+                    self.version = record["model_version"]
+                bar.update(1)
+                bar.set_postfix(failed=self.failed, review=self.review, refresh=False)
+
+    @property
+    def failed(self) -> int:
+        return sum(not is_tagged(r) for r in self.records.values())
+
+    @property
+    def review(self) -> int:
+        return sum(bool(r.get("review")) for r in self.records.values())
+
+
+def write_csv(path: Path, records: list[dict]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for record in records:
+            row = dict(record)
+            row["top_k"] = json.dumps(record["top_k"]) if record.get("top_k") else ""
+            writer.writerow(row)
+
+
+def model_labels(args: argparse.Namespace, records: list[dict]) -> list[str]:
+    """The model's labels: from ``--labels-from``, else every label the server put in any top-k answer."""
+    if args.labels_from:
+        from training.evaluate import labels_from
+
+        return labels_from(args.labels_from)
+    return sorted({entry["label"] for r in records for entry in (r.get("top_k") or [])})
+
+
+def true_labels(collection: Collection, labels: list[str]) -> dict[str, str]:
+    """Known true labels: the CSV column, else (folder input) the parent folder name when it is a model label."""
+    if not collection.from_folder:
+        return dict(collection.true_labels)
+    return {p: Path(p).parent.name for p in collection.paths if Path(p).parent.name in labels}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="folder of images (recursive) or CSV with a 'path' column (required)")
+    p.add_argument("--url", default=DEFAULT_URL, help="prediction endpoint (default: %(default)s)")
+    p.add_argument("--out", required=True, help="output folder for tags.jsonl, tags.csv, report.html (required)")
+    p.add_argument(
+        "--review-below",
+        type=float,
+        default=0.5,
+        help="mark predictions with probability below this for human review (default: %(default)s)",
+    )
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)")
+    p.add_argument(
+        "--retries", type=int, default=3, help="retries of 429/502/503/504 and lost connections (default: %(default)s)"
+    )
+    p.add_argument("--backoff", type=float, default=0.5, help="first retry delay in seconds (default: %(default)s)")
+    p.add_argument(
+        "--labels-from",
+        default=None,
+        help="checkpoint, model card or index_to_name.json with the model's labels, used to recognise parent "
+        "folders named after a label as true labels (default: the labels seen in the answers' top-k)",
+    )
+    p.add_argument("--no-report", action="store_true", help="skip the HTML review report (default: write it)")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Tag as ``args`` say; return the run's summary (also printed as one line)."""
+    if not 0.0 <= args.review_below <= 1.0:
+        raise ValueError(f"--review-below is {args.review_below}; it is a probability between 0 and 1")
+    collection = load_collection(args.source)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "args.yaml").write_text(yaml.safe_dump(vars(args), sort_keys=False), encoding="utf-8")
+    jsonl = out / "tags.jsonl"
+    previous, unreadable = read_records(jsonl)
+    if unreadable:
+        print(f"{jsonl}: ignored {unreadable} unreadable lines (an interrupted write)", file=sys.stderr)
+    plan = plan_run(collection.paths, previous)
+
+    client = Client(args.url, timeout=args.timeout, retries=args.retries, backoff=args.backoff)
+    tagger = Tagger(client, jsonl, args.review_below, args.concurrency)
+    start = time.perf_counter()
+    with tqdm(total=len(plan.first), unit="img", desc="tagging", file=sys.stderr, dynamic_ncols=True) as bar:
+        tagger.send(plan.first, bar)
+        stale = plan.stale(tagger.version, set(tagger.records))
+        bar.total += len(stale)
+        tagger.send(stale, bar)
+    seconds = time.perf_counter() - start
+
+    previous.update(tagger.records)
+    records = [previous[p] for p in collection.paths]
+    write_csv(out / "tags.csv", _with_truth(records, collection, args))
+    sent = len(tagger.records)
+    summary = {
+        "images": len(collection.paths),
+        "sent": sent,
+        "skipped": len(collection.paths) - sent,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(sent / seconds, 3) if seconds > 0 else 0.0,
+        "failed": sum(not is_tagged(r) for r in records),
+        "failed_this_run": tagger.failed,
+        "review": sum(bool(r.get("review")) for r in records),
+        "model_version": tagger.version,
+        "jsonl": str(jsonl),
+        "csv": str(out / "tags.csv"),
+    }
+    if not args.no_report:
+        from loadtests.review_report import write_report
+
+        summary["report"] = str(write_report(records, out / "report.html", args.review_below, args.source))
+    print(
+        f"sent {sent} images in {seconds:.1f} s ({summary['images_per_second']:.2f} images/s), "
+        f"skipped {summary['skipped']} already tagged by model_version {tagger.version}; "
+        f"{summary['failed']} of {summary['images']} not tagged; {summary['review']} marked for review "
+        f"(probability < {args.review_below})"
+    )
+    return summary
+
+
+def _with_truth(records: list[dict], collection: Collection, args: argparse.Namespace) -> list[dict]:
+    """Adds ``true_label`` (where known) to ``records`` in place, for the CSV and the report; returns them."""
+    truth = true_labels(collection, model_labels(args, records))
+    for record in records:
+        if record["path"] in truth:
+            record["true_label"] = truth[record["path"]]
+    return records
+
+
+def main(args: argparse.Namespace) -> None:
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
