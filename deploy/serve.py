@@ -50,10 +50,22 @@ class Ports:
     management: int = 8081
     metrics: int = 8082
     worker: int = 9000  # first port of the frontend-to-worker sockets (/tmp/.ts.sock.<port>)
+    # TorchServe 0.12 always starts its gRPC servers (loopback by default); their ports must differ
+    # per server too, or a second server on the host fails with "Failed to bind to address :7070".
+    grpc_inference: int = 7070
+    grpc_management: int = 7071
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(free_port() for _ in range(4)))
+        """Six distinct free ports (held open together while choosing, so none is picked twice)."""
+        sockets = [socket.socket() for _ in range(6)]
+        try:
+            for s in sockets:
+                s.bind(("127.0.0.1", 0))
+            return cls(*(s.getsockname()[1] for s in sockets))
+        finally:
+            for s in sockets:
+                s.close()
 
 
 def free_port() -> int:
@@ -92,6 +104,8 @@ def render_config(
     props["management_address"] = _with_port(props["management_address"], ports.management, bind or "127.0.0.1")
     props["metrics_address"] = _with_port(props["metrics_address"], ports.metrics, bind)
     props["initial_worker_port"] = str(ports.worker)
+    props["grpc_inference_port"] = str(ports.grpc_inference)
+    props["grpc_management_port"] = str(ports.grpc_management)
     props["model_store"] = str(model_store.resolve())
     props["allowed_urls"] = (
         "^file://" + re.escape(str(model_store.resolve())).replace("\\", "\\\\") + "/[A-Za-z0-9._-]+\\\\.mar$"
@@ -131,6 +145,11 @@ class Server:
         return self.run_dir / "logs"
 
     def alive(self) -> bool:
+        """True while any process of the server's group runs (our own exited child is reaped first)."""
+        try:
+            os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
         try:
             os.killpg(self.pid, 0)
             return True
@@ -177,10 +196,6 @@ class Server:
                 break
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline and self.alive():
-                try:  # reap our own child so the group can disappear
-                    os.waitpid(self.pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
                 time.sleep(0.1)
             if not self.alive():
                 break
@@ -277,6 +292,11 @@ def cmd_start(args: argparse.Namespace) -> None:
         print(f"building {mar} from {checkpoint}")
         mar = build_archive(checkpoint, args.model_store, args.name, model_config=args.model_config)
     ports = Ports(args.inference_port, args.management_port, args.metrics_port)
+    if ports != Ports():  # a server beside the default one: its worker and gRPC ports must move too
+        spare = Ports.free()
+        ports = Ports(
+            ports.inference, ports.management, ports.metrics, spare.worker, spare.grpc_inference, spare.grpc_management
+        )
     server = start_server(mar, run_dir, ports)
     print(f"starting TorchServe (logs: {server.log_dir})")
     try:
