@@ -81,8 +81,11 @@ def build_archive(
     name: str = DEFAULT_NAME,
     model_card: str | Path | None = None,
     model_config: str | Path = DEFAULT_MODEL_CONFIG,
+    handler: str | Path = HANDLERS_DIR / "art_handler.py",
 ) -> Path:
-    """Check the checkpoint loads with its labels, then write ``<export_path>/<name>.mar``."""
+    """Check the checkpoint loads with its labels, then write ``<export_path>/<name>.mar``.
+
+    ``handler`` is the TorchServe handler module; tests pass a subclass of ``ArtHandler`` (a slow one)."""
     checkpoint, model_config = Path(checkpoint), Path(model_config)
     card_path = Path(model_card) if model_card else None
     ckpt = load_checkpoint(checkpoint)
@@ -106,7 +109,7 @@ def build_archive(
             "--serialized-file",
             str(checkpoint),
             "--handler",
-            str(HANDLERS_DIR / "art_handler.py"),
+            str(handler),
             "--extra-files",
             str(extra),
             "--config-file",
