@@ -52,6 +52,7 @@ class ArtHandler(BaseHandler):
         self.top_k = int(handler_cfg.get("top_k", 3))
         self.limits = Limits.from_config(handler_cfg)
         self.model_version = self._model_version(model_dir, manifest)
+        self._warm_up()
         self.initialized = True
         logger.info(
             "artserve: %s %s (%s, %d labels) on %s, top_k=%d, limits=%s",
@@ -63,6 +64,13 @@ class ArtHandler(BaseHandler):
             self.top_k,
             self.limits,
         )
+
+    def _warm_up(self) -> None:
+        """One forward pass before READY, so the first client does not pay for lazy initialisation."""
+        crop = self.preprocess_cfg.crop
+        blank = torch.zeros(1, 3, crop, crop, dtype=torch.uint8, device=self.device)
+        with torch.inference_mode():
+            self.model(normalize(blank, self.preprocess_cfg))
 
     @staticmethod
     def _model_version(model_dir: str, manifest: dict) -> str:
