@@ -18,6 +18,8 @@ help:
 	@echo "make tag [DIR=... URL=... OUT=...]  tag a folder/CSV of images through the server, with a review report"
 	@echo "make test                     lint + unit + integration tests (no GPU needed)"
 	@echo "make venv                     create/refresh .venv with the pinned stack"
+	@echo "make k8s-check                render and validate every Kubernetes overlay (no cluster needed)"
+	@echo "make k8s-render [OVERLAY=gpu]  print an overlay's manifests (gpu, cpu, keda)"
 
 # Reinstalled only when pyproject.toml changes; fast no-op otherwise.
 $(STAMP): pyproject.toml
@@ -68,6 +70,19 @@ test-integration: venv java system-deps
 
 test: venv java system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Kubernetes (deploy/k8s/README.md): no cluster is contacted by any of these.
+.PHONY: k8s-sync k8s-check k8s-render
+OVERLAY ?= gpu
+k8s-sync: venv
+	$(PY) -m deploy.k8s.sync
+
+k8s-check: venv
+	$(PY) -m deploy.k8s.sync --check
+	$(PY) -m deploy.k8s.check
+
+k8s-render:
+	kubectl kustomize deploy/k8s/overlays/$(OVERLAY)
 
 clean:
 	rm -rf .serve model_store/*.mar .pytest_cache .ruff_cache
