@@ -17,6 +17,9 @@ help:
 	@echo "make archive [CHECKPOINT=...] build model_store/art-category.mar"
 	@echo "make tag [DIR=... URL=... OUT=...]  tag a folder/CSV of images through the server, with a review report"
 	@echo "make test                     lint + unit + integration tests (no GPU needed)"
+	@echo "make loadtest [URL= USERS= DURATION= SHAPE=steady|stages|spike PROMETHEUS_URL=]  Locust run + report"
+	@echo "make monitor                  local Prometheus (127.0.0.1:9090) scraping make serve's metrics"
+	@echo "make bench                    CPU serving-efficiency benchmark (about 10 min)"
 	@echo "make venv                     create/refresh .venv with the pinned stack"
 	@echo "make k8s-check                render and validate every Kubernetes overlay (no cluster needed)"
 	@echo "make k8s-render [OVERLAY=gpu]  print an overlay's manifests (gpu, cpu, keda)"
@@ -35,7 +38,7 @@ java:
 	@java -version 2>&1 | grep -qE 'version "(1[7-9]|2[0-9])' || { echo "TorchServe needs Java 17 or newer; found: $$(java -version 2>&1 | head -1)"; exit 1; }
 
 # Debian packages the tests need (real Prometheus/promtool, headless Chromium); installed if missing.
-SYSTEM_PKGS ?= chromium
+SYSTEM_PKGS ?= chromium prometheus
 system-deps:
 	@missing=""; for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
@@ -57,6 +60,20 @@ archive: venv
 .PHONY: tag
 tag: venv
 	$(PY) -m loadtests.tag_collection $(or $(DIR),../shared/data/art5/val) --url $(or $(URL),http://127.0.0.1:8080/predictions/art-category) --out $(or $(OUT),runs/tag) $(TAG_ARGS)
+
+# Load tests and monitoring (docs/benchmarks.md). `make serve` first; PROMETHEUS_URL=http://127.0.0.1:9090
+# (from `make monitor`) makes the report take the server-side latency from Prometheus.
+# URL may be the server (http://127.0.0.1:8080) or the model's prediction URL, as for `make tag`.
+.PHONY: loadtest monitor bench
+loadtest: venv
+	PROMETHEUS_URL=$(PROMETHEUS_URL) $(PY) -m loadtests.loadtest --url $(or $(URL),http://127.0.0.1:8080) \
+	  --users $(or $(USERS),8) --duration $(or $(DURATION),60) --shape $(or $(SHAPE),steady) $(LOADTEST_ARGS)
+
+monitor: venv system-deps
+	$(PY) -m deploy.prometheus.local --target 127.0.0.1:8082 --port 9090
+
+bench: venv java
+	$(PY) -m loadtests.bench
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -83,6 +100,20 @@ k8s-check: venv
 
 k8s-render:
 	kubectl kustomize deploy/k8s/overlays/$(OVERLAY)
+
+# Reliability (docs/reliability.md). Against the server of `make serve` by default; LOAD_ARGS picks
+# another target, e.g. LOAD_ARGS='--random-weights vgg16_bn' starts a throwaway server (memory and
+# throughput only). Results go to loadtests/results/{soak,overload}/ (CSV, JSON, PNG).
+.PHONY: soak overload faults
+SOAK_SECONDS ?= 300
+soak: venv java
+	$(PY) -m loadtests.soak --duration $(SOAK_SECONDS) $(LOAD_ARGS)
+
+overload: venv java
+	$(PY) -m loadtests.overload $(LOAD_ARGS)
+
+faults: venv
+	$(PY) -m loadtests.faults $(LOAD_ARGS)
 
 clean:
 	rm -rf .serve model_store/*.mar .pytest_cache .ruff_cache
