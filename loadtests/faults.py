@@ -1,7 +1,7 @@
 """Kill the model worker under load and account for every request (fault injection).
 
-    python -m loadtests.faults --url http://127.0.0.1:8080 --management http://127.0.0.1:8081 \\
-        --image artwork.jpg [--kills 3] [--clients 4]
+    python -m loadtests.faults --random-weights tiny_vgg --kills 3        # throwaway server
+    python -m loadtests.faults --url http://127.0.0.1:8080 --management http://127.0.0.1:8081
 
 Clients send the image back to back; once some have succeeded the worker process (pid from the
 management API) gets SIGKILL. TorchServe's frontend notices and starts a new worker. Every request
@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import requests
+
+from loadtests.harness import add_target_args, default_image, target
 
 
 @dataclass
@@ -70,17 +72,19 @@ def ready_pids(management_url: str, model: str) -> set[int]:
 class LoadLoop:
     """``clients`` threads posting ``image`` until stopped (or ``max_per_client`` each), recording everything."""
 
-    def __init__(self, predict_url: str, image: bytes, clients: int = 4, timeout: float = 30.0) -> None:
-        self.predict_url, self.image, self.timeout = predict_url, image, timeout
+    def __init__(
+        self, predict_url: str, image: bytes, clients: int = 4, timeout: float = 30.0, max_per_client: int = 5000
+    ) -> None:
+        self.predict_url, self.image, self.timeout, self.max_per_client = predict_url, image, timeout, max_per_client
         self.outcomes: list[Outcome] = []
         self.attempts = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
 
-    def _run(self, max_per_client: int = 5000) -> None:
+    def _run(self) -> None:
         session = requests.Session()
-        for _ in range(max_per_client):
+        for _ in range(self.max_per_client):
             if self._stop.is_set():
                 return
             with self._lock:
@@ -163,12 +167,14 @@ def kill_worker_under_load(
     )
 
 
+def seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.2f} s"
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--url", default="http://127.0.0.1:8080", help="inference address (default: %(default)s)")
-    p.add_argument("--management", default="http://127.0.0.1:8081", help="management address (default: %(default)s)")
-    p.add_argument("--model", default="art-category", help="model name (default: %(default)s)")
-    p.add_argument("--image", required=True, help="JPEG sent by every client (required)")
+    add_target_args(p)
+    p.add_argument("--image", default=None, help="JPEG to send (default: first art5 val image, else generated)")
     p.add_argument("--kills", type=int, default=3, help="faults to inject, one after another (default: %(default)s)")
     p.add_argument("--clients", type=int, default=4, help="concurrent clients (default: %(default)s)")
     p.add_argument("--output", default=None, help="write the reports as JSON here (default: print only)")
@@ -176,18 +182,19 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> list[KillReport]:
-    image = Path(args.image).read_bytes()
-    predict_url = f"{args.url}/predictions/{args.model}"
+    image = Path(args.image).read_bytes() if args.image else default_image()
     reports = []
-    for i in range(args.kills):
-        report = kill_worker_under_load(predict_url, args.management, args.model, image, args.clients)
-        reports.append(report)
-        print(
-            f"kill {i + 1}: pid {report.killed_pid} -> {report.new_pid}, worker READY after "
-            f"{report.worker_recovery_s:.2f} s, first 200 after {report.first_success_s:.2f} s; "
-            f"{report.attempts} requests: {report.ok} ok, {report.server_errors} 5xx, "
-            f"{report.connection_errors} connection errors, {len(report.unexpected)} unexpected, {report.lost} lost"
-        )
+    with target(args) as t:
+        for i in range(args.kills):
+            report = kill_worker_under_load(t.predict_url, t.management_url, t.model, image, args.clients)
+            reports.append(report)
+            print(
+                f"kill {i + 1}: pid {report.killed_pid} -> {report.new_pid}, worker READY after "
+                f"{seconds(report.worker_recovery_s)}, first 200 after {seconds(report.first_success_s)}; "
+                f"{report.attempts} requests: {report.ok} ok, {report.server_errors} 5xx, "
+                f"{report.connection_errors} connection errors, {len(report.unexpected)} unexpected, "
+                f"{report.lost} lost"
+            )
     if args.output:
         Path(args.output).write_text(json.dumps([asdict(r) for r in reports], indent=2) + "\n", encoding="utf-8")
     return reports
