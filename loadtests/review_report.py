@@ -131,7 +131,7 @@ def _metrics_table(rows: list[dict], n: int) -> str:
         for r in rows
     )
     return (
-        f"<h2>Precision and recall on the {n} images with a known true label</h2>"
+        f"<h2>Precision and recall on the {n} image{'s' if n != 1 else ''} with a known true label</h2>"
         "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
         f"{body}</table>"
     )

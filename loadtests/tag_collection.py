@@ -161,6 +161,7 @@ class Tagger:
         self.client, self.jsonl, self.review_below, self.concurrency = client, jsonl, review_below, concurrency
         self.records: dict[str, dict] = {}
         self.version: str | None = None
+        self.failed = self.review = 0  # counted as answers arrive (each path is sent once per run)
 
     def send(self, paths: list[str], bar: tqdm) -> None:
         if not paths:
@@ -172,18 +173,12 @@ class Tagger:
                 out.write(json.dumps(record) + "\n")
                 out.flush()
                 self.records[record["path"]] = record
+                self.failed += not is_tagged(record)
+                self.review += record["review"]
                 if is_tagged(record) and self.version is None:
                     self.version = record["model_version"]
                 bar.update(1)
                 bar.set_postfix(failed=self.failed, review=self.review, refresh=False)
-
-    @property
-    def failed(self) -> int:
-        return sum(not is_tagged(r) for r in self.records.values())
-
-    @property
-    def review(self) -> int:
-        return sum(bool(r.get("review")) for r in self.records.values())
 
 
 def write_csv(path: Path, records: list[dict]) -> None:
@@ -236,7 +231,40 @@ def get_args_parser() -> argparse.ArgumentParser:
         "folders named after a label as true labels (default: the labels seen in the answers' top-k)",
     )
     p.add_argument("--no-report", action="store_true", help="skip the HTML review report (default: write it)")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="send nothing: rewrite tags.csv and the report from tags.jsonl, e.g. with another --review-below "
+        "(default: off)",
+    )
     return p
+
+
+def tag(collection: Collection, previous: dict[str, dict], jsonl: Path, args: argparse.Namespace) -> Tagger:
+    """Send what :func:`plan_run` says to the endpoint, with a progress bar; the tagger holds the new records."""
+    plan = plan_run(collection.paths, previous)
+    client = Client(args.url, timeout=args.timeout, retries=args.retries, backoff=args.backoff)
+    tagger = Tagger(client, jsonl, args.review_below, args.concurrency)
+    with tqdm(total=len(plan.first), unit="img", desc="tagging", file=sys.stderr, dynamic_ncols=True) as bar:
+        tagger.send(plan.first, bar)
+        stale = plan.stale(tagger.version, set(tagger.records))
+        bar.total += len(stale)
+        tagger.send(stale, bar)
+    return tagger
+
+
+def output_records(records: list[dict], collection: Collection, args: argparse.Namespace) -> list[dict]:
+    """Copies of ``records`` for the CSV and report: ``review`` for this ``--review-below``, ``true_label``."""
+    truth = true_labels(collection, model_labels(args, records))
+    out = []
+    for record in records:
+        record = dict(
+            record, review=record.get("probability") is not None and record["probability"] < args.review_below
+        )
+        if record["path"] in truth:
+            record["true_label"] = truth[record["path"]]
+        out.append(record)
+    return out
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -251,32 +279,24 @@ def run(args: argparse.Namespace) -> dict:
     previous, unreadable = read_records(jsonl)
     if unreadable:
         print(f"{jsonl}: ignored {unreadable} unreadable lines (an interrupted write)", file=sys.stderr)
-    plan = plan_run(collection.paths, previous)
 
-    client = Client(args.url, timeout=args.timeout, retries=args.retries, backoff=args.backoff)
-    tagger = Tagger(client, jsonl, args.review_below, args.concurrency)
     start = time.perf_counter()
-    with tqdm(total=len(plan.first), unit="img", desc="tagging", file=sys.stderr, dynamic_ncols=True) as bar:
-        tagger.send(plan.first, bar)
-        stale = plan.stale(tagger.version, set(tagger.records))
-        bar.total += len(stale)
-        tagger.send(stale, bar)
+    new = {} if args.report_only else tag(collection, previous, jsonl, args).records
     seconds = time.perf_counter() - start
-
-    previous.update(tagger.records)
-    records = [previous[p] for p in collection.paths]
-    write_csv(out / "tags.csv", _with_truth(records, collection, args))
-    sent = len(tagger.records)
+    previous.update(new)
+    records = output_records([previous[p] for p in collection.paths if p in previous], collection, args)
+    write_csv(out / "tags.csv", records)
+    versions = {r["model_version"] for r in new.values() if is_tagged(r)}
     summary = {
         "images": len(collection.paths),
-        "sent": sent,
-        "skipped": len(collection.paths) - sent,
+        "sent": len(new),
+        "skipped": len(collection.paths) - len(new),
         "seconds": round(seconds, 3),
-        "images_per_second": round(sent / seconds, 3) if seconds > 0 else 0.0,
-        "failed": sum(not is_tagged(r) for r in records),
-        "failed_this_run": tagger.failed,
-        "review": sum(bool(r.get("review")) for r in records),
-        "model_version": tagger.version,
+        "images_per_second": round(len(new) / seconds, 3) if new else 0.0,
+        "failed": len(collection.paths) - sum(is_tagged(r) for r in records),
+        "failed_this_run": sum(not is_tagged(r) for r in new.values()),
+        "review": sum(r["review"] for r in records),
+        "model_version": ", ".join(sorted(versions)) or None,
         "jsonl": str(jsonl),
         "csv": str(out / "tags.csv"),
     }
@@ -284,22 +304,17 @@ def run(args: argparse.Namespace) -> dict:
         from loadtests.review_report import write_report
 
         summary["report"] = str(write_report(records, out / "report.html", args.review_below, args.source))
+    sent = (
+        "report only, nothing sent"
+        if args.report_only
+        else f"sent {len(new)} images in {seconds:.1f} s ({summary['images_per_second']:.2f} images/s)"
+    )
     print(
-        f"sent {sent} images in {seconds:.1f} s ({summary['images_per_second']:.2f} images/s), "
-        f"skipped {summary['skipped']} already tagged by model_version {tagger.version}; "
-        f"{summary['failed']} of {summary['images']} not tagged; {summary['review']} marked for review "
+        f"{sent}, skipped {summary['skipped']}, served model_version {summary['model_version']}; "
+        f"{summary['failed']} of {summary['images']} not tagged; {summary['review']} for review "
         f"(probability < {args.review_below})"
     )
     return summary
-
-
-def _with_truth(records: list[dict], collection: Collection, args: argparse.Namespace) -> list[dict]:
-    """Adds ``true_label`` (where known) to ``records`` in place, for the CSV and the report; returns them."""
-    truth = true_labels(collection, model_labels(args, records))
-    for record in records:
-        if record["path"] in truth:
-            record["true_label"] = truth[record["path"]]
-    return records
 
 
 def main(args: argparse.Namespace) -> None:

@@ -129,6 +129,33 @@ def test_rerun_retags_images_of_another_model_version(first_run, ts_server, tiny
     assert versions == {summary["model_version"]}, f"versions after the rerun: {versions}"
 
 
+def test_report_only_sends_nothing_and_applies_a_new_threshold(first_run, ts_server, tiny_checkpoint):
+    root, out, expected, _, _ = first_run
+    again = root / "report-only"
+    shutil.copytree(out, again)
+    before = requests_total(ts_server)
+    summary = tag(root / "images", again, ts_server, tiny_checkpoint, "--report-only", "--review-below", "1.0")
+    assert summary["sent"] == 0 and requests_total(ts_server) == before, f"--report-only sent requests: {summary}"
+    assert summary["review"] == expected["images"] - 1, f"every tagged image is below 1.0: {summary}"
+    assert len(read_jsonl(again / "tags.jsonl")) == expected["images"], "--report-only must not append records"
+
+
+def test_csv_input_with_true_labels_and_a_missing_file(ts_server, tiny_checkpoint, tmp_path):
+    (tmp_path / "scans").mkdir()
+    for i in range(2):
+        (tmp_path / "scans" / f"{i}.jpg").write_bytes(jpeg(seed=50 + i))
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,true_label\nscans/0.jpg,sculpture\nscans/1.jpg,\nscans/gone.jpg,painting\n")
+    summary = tag(listing, tmp_path / "out", ts_server, tiny_checkpoint)
+    assert summary["images"] == 3 and summary["failed"] == 1, f"summary: {summary}"
+    with (tmp_path / "out" / "tags.csv").open(newline="") as f:
+        rows = {Path(row["path"]).name: row for row in csv.DictReader(f)}
+    assert rows["gone.jpg"]["error"].startswith("cannot read file"), f"missing file: {rows['gone.jpg']}"
+    assert rows["0.jpg"]["true_label"] == "sculpture" and rows["1.jpg"]["true_label"] == "", f"true labels: {rows}"
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "Precision and recall on the 1 image with" in html, "metrics must cover only tagged images with a true label"
+
+
 def test_report_renders_in_headless_chromium(first_run, tmp_path):
     _, out, _, _, _ = first_run
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
