@@ -6,12 +6,14 @@ import csv
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import requests
 from PIL import Image, ImageStat
 
+from deploy.archive import ROOT
 from loadtests.tag_collection import get_args_parser, run
 from tests.images import ART5_LABELS, corrupt_jpeg, jpeg
 
@@ -146,8 +148,21 @@ def test_csv_input_with_true_labels_and_a_missing_file(ts_server, tiny_checkpoin
         (tmp_path / "scans" / f"{i}.jpg").write_bytes(jpeg(seed=50 + i))
     listing = tmp_path / "list.csv"
     listing.write_text("path,true_label\nscans/0.jpg,sculpture\nscans/1.jpg,\nscans/gone.jpg,painting\n")
-    summary = tag(listing, tmp_path / "out", ts_server, tiny_checkpoint)
-    assert summary["images"] == 3 and summary["failed"] == 1, f"summary: {summary}"
+    # Through the documented command line, as `make tag` runs it.
+    argv = [str(listing), "--url", ts_server.predict_url, "--out", str(tmp_path / "out"), "--concurrency", "2"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtests.tag_collection", *argv, "--labels-from", str(tiny_checkpoint)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, f"tag_collection failed: {proc.stderr[-2000:]}"
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert summary.startswith("sent 3 images") and "1 of 3 not tagged" in summary, f"summary line: {summary}"
+    assert "3/3" in proc.stderr and "img/s" in proc.stderr, (
+        f"no progress bar with a rate on stderr: {proc.stderr[-500:]}"
+    )
     with (tmp_path / "out" / "tags.csv").open(newline="") as f:
         rows = {Path(row["path"]).name: row for row in csv.DictReader(f)}
     assert rows["gone.jpg"]["error"].startswith("cannot read file"), f"missing file: {rows['gone.jpg']}"
