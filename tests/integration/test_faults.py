@@ -12,6 +12,7 @@ import requests
 
 from deploy.archive import build_archive
 from deploy.serve import Server, read_properties, start_server
+from loadtests import overload, soak
 from loadtests.faults import kill_worker_under_load, ready_pids, wait_until
 from tests.conftest import run_server
 from tests.hostile import worker_identities
@@ -78,6 +79,40 @@ def test_full_queue_sheds_with_503_before_any_inference_finishes(slow_server):
         f"a 503 took {slowest_shed:.2f} s, longer than the fastest accepted request ({fastest_accepted:.2f} s, "
         f"which includes a {DELAY_S} s handler delay): the queue did not shed at once"
     )
+
+
+def target_args(server: Server, *extra: str) -> list[str]:
+    return ["--url", server.inference_url, "--management", server.management_url, "--model", server.name, *extra]
+
+
+def test_overload_command_reports_shedding(slow_server, tmp_path):
+    """`make overload` at toy scale: 3x the slow server's capacity for 3 s."""
+    args = overload.get_args_parser().parse_args(
+        target_args(slow_server, "--capacity-seconds", "3", "--duration", "3", "--clients", "4")
+        + ["--timeout", "60", "--output-dir", str(tmp_path)]
+    )
+    summary = overload.main(args)
+    assert summary["queue_limit"] == QUEUE, f"queue limit reported as {summary['queue_limit']}, configured {QUEUE}"
+    assert summary["shed_503"] > 0 and summary["accepted"] > 0, f"expected both 503s and 200s: {summary}"
+    assert summary["other"] == {}, f"answers other than 200/503 under overload: {summary['other']}"
+    assert summary["requests"] == summary["accepted"] + summary["shed_503"], f"requests unaccounted: {summary}"
+    for name in ("requests.csv", "summary.json", "overload.png"):
+        assert (tmp_path / name).stat().st_size > 0, f"overload wrote no {name}"
+
+
+def test_soak_command_samples_frontend_and_worker_memory(slow_server, tmp_path):
+    """`make soak` at toy scale: 4 s of load, RSS sampled every second."""
+    args = soak.get_args_parser().parse_args(
+        target_args(slow_server, "--duration", "4", "--interval", "1", "--warmup", "0", "--window", "2")
+        + ["--clients", "2", "--output-dir", str(tmp_path)]
+    )
+    summary = soak.main(args)
+    assert summary["requests_ok"] > 0 and summary["requests_failed"] == 0, f"soak load failed: {summary}"
+    assert summary["requests_unaccounted"] == 0, f"requests without an outcome: {summary}"
+    for proc in ("frontend", "workers"):
+        assert (summary[proc]["first_mb"] or 0) > 50, f"{proc} RSS not sampled: {summary[proc]}"
+    for name in ("rss.csv", "summary.json", "rss.png"):
+        assert (tmp_path / name).stat().st_size > 0, f"soak wrote no {name}"
 
 
 def test_stuck_inference_hits_the_response_timeout(slow_server):
