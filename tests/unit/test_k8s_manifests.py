@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from deploy.docker import model_ready
 from deploy.k8s import check
 from deploy.k8s.check import OVERLAYS, custom_resource_errors, policy_violations, render, schema_errors
 
@@ -188,8 +189,12 @@ def test_termination_drains_longer_than_a_request_can_take(rendered):
     timeout = yaml.safe_load(MODEL_CONFIG.read_text(encoding="utf-8"))["responseTimeout"]
     for overlay, objects in rendered.items():
         pod = one(objects, "Deployment")["spec"]["template"]["spec"]
-        pre_stop = serving_container(objects)["lifecycle"]["preStop"]["sleep"]["seconds"]
-        grace = pod["terminationGracePeriodSeconds"]
-        assert grace >= pre_stop + timeout, (
-            f"{overlay}: grace {grace} s < preStop {pre_stop} s + responseTimeout {timeout} s"
+        command = serving_container(objects)["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[:3] == ["python", "/home/model-server/model_ready.py", "--drain"], f"preStop: {command}"
+        drain = model_ready.get_args_parser().parse_args(command[2:])
+        assert drain.max_wait >= drain.settle + timeout, (
+            f"{overlay}: drain gives up after {drain.max_wait} s, before a request accepted during the "
+            f"{drain.settle} s settle could finish (responseTimeout {timeout} s)"
         )
+        grace = pod["terminationGracePeriodSeconds"]
+        assert grace >= drain.max_wait + 10, f"{overlay}: grace {grace} s leaves TorchServe no time after the drain"

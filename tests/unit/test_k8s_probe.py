@@ -105,3 +105,59 @@ def test_main_exit_codes(management, capsys):
     closed = f"http://127.0.0.1:{free_port()}"
     assert model_ready.main(["--url", closed, "--timeout", "1"]) == 1, "an unreachable server passed"
     assert "not reachable" in capsys.readouterr().out, "the unreachable reason is not printed"
+
+
+def queued(n: int) -> bytes:
+    return json.dumps([{**READY[0], "jobQueueStatus": {"remainingCapacity": 64 - n, "pendingRequests": n}}]).encode()
+
+
+def test_pending_requests_reads_the_job_queue():
+    assert model_ready.pending_requests(json.loads(queued(3))) == 3, "pendingRequests not read"
+    assert model_ready.pending_requests([{"modelName": "x"}]) == 0, "a version without queue status is not empty"
+
+
+class FakeClock:
+    """time.monotonic/time.sleep stand-ins: sleeping advances the clock, and is recorded."""
+
+    def __init__(self) -> None:
+        self.now, self.sleeps = 0.0, []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_drain_waits_for_the_queue_then_the_last_batch(management, monkeypatch):
+    monkeypatch.setattr(FakeManagement, "do_GET", _sequence_handler(iter([queued(3), queued(1), queued(0)])))
+    fake = FakeClock()
+    result = model_ready.drain(management, "art-category", 5.0, 4.0, 75.0, poll=0.5, clock=fake.clock, sleep=fake.sleep)
+    assert "queue empty" in result, result
+    assert fake.sleeps == [5.0, 0.5, 0.5, 4.0], f"settle, two polls, last batch expected; slept {fake.sleeps}"
+
+
+def test_drain_gives_up_at_max_wait(management, monkeypatch):
+    monkeypatch.setattr(FakeManagement, "do_GET", _sequence_handler(iter([queued(5)] * 1000)))
+    fake = FakeClock()
+    result = model_ready.drain(management, "art-category", 5.0, 4.0, 20.0, poll=0.5, clock=fake.clock, sleep=fake.sleep)
+    assert "gave up after 20 s" in result, result
+    assert fake.now <= 20.5, f"drain waited {fake.now} s, past its 20 s bound"
+
+
+def test_drain_ends_when_the_server_is_gone():
+    closed = f"http://127.0.0.1:{free_port()}"
+    fake = FakeClock()
+    result = model_ready.drain(closed, "art-category", 1.0, 4.0, 20.0, clock=fake.clock, sleep=fake.sleep)
+    assert "unavailable" in result and fake.now == 1.0, f"{result} after {fake.now} s"
+
+
+def _sequence_handler(answers):
+    def do_get(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(next(answers))
+
+    return do_get
