@@ -231,7 +231,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--confusion-png",
         default=None,
-        help="confusion-matrix PNG (default: next to --json as <name>.confusion.png, else ./confusion.png)",
+        help="confusion-matrix PNG (default: next to --json as <name>.confusion.png, "
+        "else runs/eval/<DATA_DIR name>.confusion.png)",
     )
     p.add_argument("--batch-size", type=int, default=32, help="with --checkpoint: images per batch (default: 32)")
     p.add_argument(
@@ -289,7 +290,9 @@ def run(args: argparse.Namespace) -> dict:
         f"({metrics['images_per_second']:.1f} images/s); {len(failures)} could not be classified"
     )
     png = args.confusion_png or (
-        str(Path(args.json).with_suffix("")) + ".confusion.png" if args.json else "confusion.png"
+        str(Path(args.json).with_suffix("")) + ".confusion.png"
+        if args.json
+        else f"runs/eval/{Path(args.data_dir).resolve().name}.confusion.png"
     )
     title = f"{Path(args.data_dir).name}: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
     plot_confusion(metrics["confusion"], scan.classes, png, title)

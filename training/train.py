@@ -510,16 +510,19 @@ def report_timing(trainer: Trainer) -> dict:
         "image_size": args.image_size,
         "steps_timed": len(timed),
         "step_seconds_median": step,
+        "step_seconds_min": min(timed),
         "step_seconds_all": times,
         "images_per_second": args.batch_size / step,
         "epoch_images": epoch_images,
         "epoch_seconds_extrapolated": step * epoch_images / args.batch_size,
+        "epoch_seconds_extrapolated_from_min": min(timed) * epoch_images / args.batch_size,
     }
     print(
         f"timing: {args.arch} on {trainer.device}, batch {args.batch_size}, {args.image_size}px: median "
         f"{step:.2f} s/step over {len(timed)} steps (first {len(times) - len(timed)} excluded) = "
         f"{result['images_per_second']:.2f} img/s; one epoch of {epoch_images} images extrapolates to "
-        f"{hms(result['epoch_seconds_extrapolated'])}"
+        f"{hms(result['epoch_seconds_extrapolated'])} (fastest step {min(timed):.2f} s: "
+        f"{hms(result['epoch_seconds_extrapolated_from_min'])})"
     )
     (trainer.run_dir / "timing.yaml").write_text(yaml.safe_dump(result, sort_keys=False), encoding="utf-8")
     return result

@@ -1,0 +1,183 @@
+"""training.train: a tiny VGG overfits a handful of images, resume continues exactly, arguments behave."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import urllib.error
+
+import pytest
+import torch
+import yaml
+
+from handlers.model import ArtVGG, load_checkpoint
+from tests.imagefolder import make_image_folder, make_train_val
+from training import evaluate, export, train
+from training.data import find_splits
+
+CLASSES = ["icons", "prints", "statues"]
+# Small and fast (and deterministic on CPU): 64 px crops, no augmentation, a fixed learning rate, no early stop.
+TINY = [
+    "--arch", "tiny_vgg", "--image-size", "64", "--resize", "72", "--augment", "none", "--opt", "adamw",
+    "--lr", "0.003", "--weight-decay", "0", "--label-smoothing", "0", "--warmup-epochs", "0", "--sched", "cosine",
+    "--patience", "0", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--log-every", "100",
+]  # fmt: skip
+
+
+def run_train(tmp_path, data, out, *extra: str):
+    return train.main(train.parse_args([*TINY, "--data", str(data), "--output", str(tmp_path / out), *extra]))
+
+
+def read_rows(run_dir) -> list[dict]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def same_data(tmp_path_factory):
+    """Four images per class; val holds the same images, so validation accuracy measures memorisation."""
+    return make_train_val(tmp_path_factory.mktemp("data"), CLASSES, per_class=4, same=True)
+
+
+def test_tiny_vgg_overfits_a_handful_of_images(tmp_path, same_data):
+    run_dir = run_train(tmp_path, same_data, "run", "--epochs", "12")
+    rows = read_rows(run_dir)
+    for column in ("train_loss", "val_loss"):
+        losses = [float(r[column]) for r in rows]
+        assert losses[-1] < losses[0] - 0.01, f"{column} did not fall: {losses}"
+    best = max(float(r["val_acc"]) for r in rows)
+    assert best == 1.0, f"the model never classified all {len(CLASSES) * 4} training images right: {rows}"
+    for name in ("args.yaml", "metrics.csv", "best.pt", "last.pt", "curves.png"):
+        assert (run_dir / name).is_file(), f"run directory lacks {name}: {sorted(p.name for p in run_dir.iterdir())}"
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    record = ckpt["training"]
+    assert ckpt["labels"] == CLASSES, f"labels should be the class folders, got {ckpt['labels']}"
+    assert record["class_counts"]["train"] == dict.fromkeys(CLASSES, 4), f"bad class counts {record['class_counts']}"
+    assert record["best_val"]["val_acc"] == 1.0, f"best.pt is not the best epoch: {record}"
+    assert ckpt["preprocess"]["crop"] == 64 and ckpt["preprocess"]["resize"] == 72, ckpt["preprocess"]
+    saved = yaml.safe_load((run_dir / "args.yaml").read_text())
+    assert saved["epochs"] == 12 and saved["arch"] == "tiny_vgg", f"args.yaml does not hold the resolved args: {saved}"
+
+    # The standalone evaluation (serving preprocessing) agrees with the training loop's validation.
+    args = evaluate.get_args_parser().parse_args(
+        [str(same_data / "val"), "--checkpoint", str(run_dir / "best.pt"), "--json", str(tmp_path / "e.json")]
+    )
+    metrics = evaluate.run(args)
+    assert metrics["accuracy"] == 1.0, f"evaluate.py disagrees with training validation: {metrics}"
+    assert (tmp_path / "e.confusion.png").is_file(), "no confusion-matrix PNG next to the JSON"
+
+    # Export: fp16 weights, card with sha256 of the exported file, and the fp32-vs-fp16 check.
+    out, card = export.export(run_dir, tmp_path / "store" / "m.pt", device=torch.device("cpu"))
+    from deploy.archive import default_card_path, sha256_file
+
+    assert default_card_path(out).is_file(), "export wrote no model card next to the checkpoint"
+    assert card["weights_sha256"] == sha256_file(out), "card sha256 is not the exported file's"
+    assert card["version"].startswith("tiny_vgg-") and card["version"].endswith(card["weights_sha256"][:12]), card
+    exported = load_checkpoint(out)
+    assert exported["state_dict"]["classifier.6.weight"].dtype == torch.float16, "export did not store fp16 weights"
+    assert "training" in exported, "exported checkpoint lost its training record (deploy.serve refuses it)"
+    check = card["metrics"]["export_check"]
+    assert check["changed_predictions"] == 0 and check["max_probability_difference"] < 1e-2, check
+
+
+def test_resume_continues_where_it_stopped(tmp_path, same_data):
+    # A constant LR: the cosine schedule depends on --epochs, which this test changes on resume.
+    straight = run_train(tmp_path, same_data, "straight", "--epochs", "3", "--sched", "constant")
+    resumed = run_train(tmp_path, same_data, "resumed", "--epochs", "2", "--sched", "constant")
+    assert load_checkpoint(resumed / "last.pt")["resume"]["epoch"] == 2, "last.pt does not record epoch 2"
+    run_train(tmp_path, same_data, "resumed", "--epochs", "3", "--sched", "constant", "--resume")
+    epochs = [int(r["epoch"]) for r in read_rows(resumed)]
+    assert epochs == [1, 2, 3], f"resumed run should add epoch 3 only, metrics.csv has epochs {epochs}"
+    a = load_checkpoint(straight / "last.pt")["state_dict"]
+    b = load_checkpoint(resumed / "last.pt")["state_dict"]
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), f"{key} differs after resume"
+
+
+def test_existing_run_needs_resume(tmp_path, same_data):
+    run_train(tmp_path, same_data, "run", "--epochs", "1")
+    with pytest.raises(SystemExit, match="--resume"):
+        run_train(tmp_path, same_data, "run", "--epochs", "1")
+
+
+def test_yaml_config_sets_defaults_and_flags_override(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: 7\nlr: 0.5\nbatch-size: 3\n")
+    args = train.parse_args(["--config", str(config), "--lr", "0.1"])
+    assert (args.epochs, args.lr, args.batch_size) == (7, 0.1, 3), f"YAML/flag precedence wrong: {args}"
+    config.write_text("epochz: 7\n")
+    with pytest.raises(SystemExit, match="epochz"):
+        train.parse_args(["--config", str(config)])
+
+
+@pytest.mark.parametrize("module", [train, evaluate, export])
+def test_every_flag_states_its_default(module):
+    parser: argparse.ArgumentParser = module.get_args_parser()
+    silent = [
+        a.option_strings or a.dest
+        for a in parser._actions
+        if not isinstance(a, argparse._HelpAction)
+        and "default" not in (a.help or "")
+        and "required" not in (a.help or "")
+    ]
+    assert not silent, f"{module.__name__}: help of {silent} does not state the default"
+
+
+def test_pretrained_path_loads_convolutions_only(tmp_path):
+    torch.manual_seed(1)
+    donor = ArtVGG(7, "tiny_vgg")
+    torch.save(donor.state_dict(), tmp_path / "donor.pt")
+    model = ArtVGG(3, "tiny_vgg")
+    head = model.classifier[6].weight.clone()
+    described = train.load_pretrained(model, str(tmp_path / "donor.pt"))
+    assert "feature tensors" in described, described
+    assert torch.equal(model.features[0].weight, donor.features[0].weight), "conv weights were not copied"
+    assert torch.equal(model.classifier[6].weight, head), "the head must keep its own initialisation"
+
+    with pytest.raises(SystemExit, match="does not fit"):
+        train.load_pretrained(ArtVGG(3, "vgg16"), str(tmp_path / "donor.pt"))
+
+
+def test_imagenet_unavailable_names_the_alternatives(monkeypatch):
+    import torchvision
+
+    class Offline:
+        def get_state_dict(self, progress=True):
+            raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.models, "get_weight", lambda name: Offline())
+    with pytest.raises(SystemExit) as info:
+        train.load_pretrained(ArtVGG(3, "vgg16_bn"), "imagenet")
+    message = str(info.value)
+    assert "--pretrained PATH" in message and "--pretrained none" in message, message
+    with pytest.raises(SystemExit, match="--pretrained none"):
+        train.load_pretrained(ArtVGG(3, "tiny_vgg"), "imagenet")
+
+
+def test_freeze_blocks_stops_gradients_in_the_first_blocks():
+    model = ArtVGG(3, "tiny_vgg")
+    frozen = train.freeze_blocks(model, 2)
+    blocks = model.conv_blocks()
+    assert len(frozen) == 2, frozen
+    assert not any(p.requires_grad for b in blocks[:2] for p in b.parameters()), "first 2 blocks still train"
+    assert all(p.requires_grad for b in blocks[2:] for p in b.parameters()), "later blocks were frozen too"
+    with pytest.raises(SystemExit, match="convolution blocks"):
+        train.freeze_blocks(ArtVGG(3, "tiny_vgg"), len(blocks) + 1)
+
+
+def test_stratified_split_without_val_folder(tmp_path):
+    make_image_folder(tmp_path, CLASSES, per_class=10)
+    a = find_splits(tmp_path, val_fraction=0.3, seed=5)
+    b = find_splits(tmp_path, val_fraction=0.3, seed=5)
+    assert (a.train, a.val) == (b.train, b.val), "the split must be the same for the same seed"
+    assert not set(a.train) & set(a.val), "train and val overlap"
+    val_counts = [sum(t == c for _, t in a.val) for c in range(len(CLASSES))]
+    assert val_counts == [3, 3, 3], f"split is not stratified: {val_counts} val images per class"
+
+
+def test_learning_rate_warms_up_then_decays_to_min():
+    args = train.parse_args(["--lr", "0.1", "--min-lr", "0.001", "--epochs", "10", "--warmup-epochs", "1"])
+    lrs = [train.lr_at(args, step, steps_per_epoch=10) for step in range(100)]
+    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1), f"warm-up wrong: {lrs[:10]}"
+    assert all(x >= y for x, y in zip(lrs[10:], lrs[11:], strict=False)), "cosine schedule is not decreasing"
+    assert lrs[-1] == pytest.approx(0.001, abs=1e-3), f"schedule should end near --min-lr, ends at {lrs[-1]}"
