@@ -15,6 +15,7 @@ help:
 	@echo "make stop                     stop the server started by make serve"
 	@echo "make status                   the model's workers as the management API reports them"
 	@echo "make archive [CHECKPOINT=...] build model_store/art-category.mar"
+	@echo "make train [RUN=runs/art5 TRAIN_ARGS=...]  train (training/README.md); make export / make evaluate"
 	@echo "make tag [DIR=... URL=... OUT=...]  tag a folder/CSV of images through the server, with a review report"
 	@echo "make test                     lint + unit + integration tests (no GPU needed)"
 	@echo "make loadtest [URL= USERS= DURATION= SHAPE=steady|stages|spike PROMETHEUS_URL=]  Locust run + report"
@@ -55,6 +56,18 @@ status: venv
 
 archive: venv
 	$(PY) -m deploy.archive --checkpoint $(CHECKPOINT)
+
+# Training (training/README.md): RUN is the run directory; TRAIN_ARGS/EVAL_ARGS pass more flags.
+.PHONY: train export evaluate
+RUN ?= runs/art5
+train: venv
+	$(PY) -m training.train --output $(RUN) $(TRAIN_ARGS)
+
+export: venv
+	$(PY) -m training.export $(RUN) --output $(CHECKPOINT)
+
+evaluate: venv
+	$(PY) -m training.evaluate $(or $(DIR),../shared/data/art5/val) --checkpoint $(CHECKPOINT) --json $(RUN)/eval.json $(EVAL_ARGS)
 
 # Tag a collection through a running server (make serve) and write OUT/{tags.jsonl,tags.csv,report.html}.
 .PHONY: tag
