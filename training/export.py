@@ -145,7 +145,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     device = torch.device(args.device) if args.device else None
-    output, card = export(args.run_dir, args.output, args.name, args.checkpoint, args.dtype, not args.no_eval, device)
+    try:
+        output, card = export(
+            args.run_dir, args.output, args.name, args.checkpoint, args.dtype, not args.no_eval, device
+        )
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e} (--no-eval skips the validation check when the run's data is not here)") from None
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {args.dtype}) and {default_card_path(output)}")
     print(f"version {card['version']}")
     check = card["metrics"].get("export_check")
