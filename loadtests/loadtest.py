@@ -104,7 +104,11 @@ def plot_history(history: list[dict[str, str]], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 4.5))
     for column in ("50%", "95%", "99%"):
         ax.plot(t, [number(r.get(column)) for r in rows], label=f"p{column[:-1]}")
-    ax.set(xlabel="seconds since start", ylabel="response time (ms)", title="Latency (all requests, cumulative)")
+    ax.set(
+        xlabel="seconds since start",
+        ylabel="response time (ms)",
+        title="Latency (all requests; percentiles over the previous 10 s)",
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
