@@ -202,7 +202,8 @@ def simulate(
         arrivals = rng.poisson(lam)
         ready = sum(1 for t in ready_at if t <= now)
         capacity = ready * mu
-        queue = queue_time_s(arrivals / ready, mu, backlog / ready) if ready else float("inf")
+        # The M/D/1 term already averages over Poisson arrivals: it takes the expected rate, not the sample.
+        queue = queue_time_s(lam / ready, mu, backlog / ready) if ready else float("inf")
         backlog = max(0.0, backlog + arrivals - capacity) if ready else backlog + arrivals
         refused = max(0.0, backlog - JOB_QUEUE_SIZE * ready)
         backlog -= refused
