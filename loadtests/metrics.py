@@ -87,7 +87,11 @@ def from_prometheus(prometheus_url: str, model: str, start: float, end: float | 
         values["ts_inference_latency_microseconds"],
         values["ts_queue_latency_microseconds"],
     )
-    source = f"Prometheus at {prometheus_url}: increase() of the counters over the last {window} s"
+    source = (
+        f"Prometheus at {prometheus_url}: increase() of the counters over the last {window} s "
+        "(server_requests is approximate: increase() extrapolates and misses what a new series counted "
+        "before its first scrape; the averages are ratios of the same window)"
+    )
     return {"server_source": source, **result}
 
 
