@@ -21,6 +21,7 @@ help:
 	@echo "make loadtest [URL= USERS= DURATION= SHAPE=steady|stages|spike PROMETHEUS_URL=]  Locust run + report"
 	@echo "make monitor                  local Prometheus (127.0.0.1:9090) scraping make serve's metrics"
 	@echo "make bench                    CPU serving-efficiency benchmark (about 6 min on 2 cores)"
+	@echo "make faults / overload / soak [LOAD_ARGS=...]  reliability measurements (docs/reliability.md)"
 	@echo "make venv                     create/refresh .venv with the pinned stack"
 	@echo "make k8s-check                render and validate every Kubernetes overlay (no cluster needed)"
 	@echo "make k8s-render [OVERLAY=gpu]  print an overlay's manifests (gpu, cpu, keda)"

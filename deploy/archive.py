@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -95,7 +96,7 @@ def build_archive(
     export_path.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="artserve-mar-") as tmp:
-        extra = Path(tmp) / "extra"
+        extra, staged = Path(tmp) / "extra", Path(tmp) / "out"
         shutil.copytree(HANDLERS_DIR, extra / "handlers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         write_label_map(extra / "index_to_name.json", ckpt["labels"])
         (extra / "model_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
@@ -115,11 +116,22 @@ def build_archive(
             "--config-file",
             str(model_config),
             "--export-path",
-            str(export_path),
+            str(staged),
             "--force",
         ]
-        subprocess.run(cmd, check=True)
-    return export_path / f"{name}.mar"
+        # torch-model-archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps concurrent builds
+        # of the same model name from colliding, and the finished archive is renamed into place in one step,
+        # so a server reading the model store never sees a half-written .mar.
+        (Path(tmp) / "tmp").mkdir()
+        staged.mkdir()
+        env = {**os.environ, "TMPDIR": str(Path(tmp) / "tmp")}
+        subprocess.run(cmd, check=True, env=env)
+        mar = export_path / f"{name}.mar"
+        fd, partial = tempfile.mkstemp(prefix=f".{name}.", suffix=".mar.partial", dir=export_path)
+        os.close(fd)
+        shutil.copyfile(staged / f"{name}.mar", partial)
+        os.replace(partial, mar)
+    return mar
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -337,11 +337,6 @@ def main(args: argparse.Namespace) -> dict:
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="artserve-bench-") as tmp:
         work = Path(tmp)
-        # torch-model-archiver stages files in $TMPDIR/<model name>: a private TMPDIR keeps concurrent
-        # builds of the same model name (tests, other runs) from colliding.
-        (work / "tmp").mkdir()
-        os.environ["TMPDIR"] = str(work / "tmp")
-        tempfile.tempdir = None  # re-read TMPDIR
         checkpoint = work / f"random-{args.arch}.pt"
         save_checkpoint(checkpoint, model, LABELS, cfg)  # random weights: a throughput fixture only
 

@@ -86,11 +86,13 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def random_checkpoint(path: Path, arch: str) -> Path:
+def random_checkpoint(path: Path, arch: str, labels: list[str] = LABELS) -> Path:
+    """A random-weight checkpoint with no training record: ``deploy.serve`` refuses it unless told it is a
+    throughput/memory fixture; it is never a classifier."""
     torch.manual_seed(0)
     preprocess = PreprocessConfig(resize=72, crop=64) if arch == "tiny_vgg" else PreprocessConfig()
     note = {"note": "random weights: for throughput and memory measurements only, never a classifier"}
-    save_checkpoint(path, ArtVGG(len(LABELS), arch), LABELS, preprocess, extra=note)
+    save_checkpoint(path, ArtVGG(len(labels), arch), labels, preprocess, extra=note)
     return path
 
 

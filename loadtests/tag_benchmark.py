@@ -17,22 +17,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import torch
-
 from deploy.archive import build_archive
 from deploy.serve import Ports, start_server
-from handlers.model import ArtVGG, save_checkpoint
-from handlers.preprocessing import PreprocessConfig
+from loadtests.harness import random_checkpoint
 from loadtests.tag_collection import get_args_parser as tag_args
 from loadtests.tag_collection import run as tag
 from training.data import class_folders
-
-
-def random_checkpoint(path: Path, arch: str, labels: list[str]) -> Path:
-    torch.manual_seed(0)
-    note = {"note": "random weights: for throughput benchmarks only, never a classifier"}
-    save_checkpoint(path, ArtVGG(len(labels), arch), labels, PreprocessConfig(), extra=note)
-    return path
 
 
 def screenshot(html: Path, png: Path) -> bool:
