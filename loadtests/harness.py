@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import io
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -118,6 +120,18 @@ def target(args: argparse.Namespace) -> Iterator[Target]:
             yield Target(server.inference_url, server.management_url, server.name, what)
         finally:
             server.stop()
+
+
+def write_results(out: Path, csv_name: str, rows: list[dict], fields: list[str], summary: dict, plot, png: str) -> None:
+    """Write ``rows`` as CSV, ``summary.json`` and a plot into ``out``, and print the summary."""
+    with open(out / csv_name, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    plot(rows, summary, out / png)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {out}/{csv_name}, summary.json, {png}")
 
 
 def default_image() -> bytes:

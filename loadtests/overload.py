@@ -14,8 +14,6 @@ rate (503 share), latency of accepted requests (p50/p95/p99/max) and of shed one
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +23,7 @@ import numpy as np
 import requests
 
 from loadtests.faults import LoadLoop
-from loadtests.harness import add_target_args, default_image, target
+from loadtests.harness import add_target_args, default_image, target, write_results
 
 
 def measure_capacity(predict_url: str, image: bytes, clients: int, seconds: float) -> float:
@@ -160,14 +158,8 @@ def main(args: argparse.Namespace) -> dict:
         records = overload(t.predict_url, image, rate, args.duration, args.timeout)
         summary = summarize(records, capacity, rate, args.duration, queue_limit)
         summary["target"] = t.description
-    with open(out / "requests.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["t", "lag", "status", "latency", "error"])
-        writer.writeheader()
-        writer.writerows(records)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    plot(records, summary, out / "overload.png")
-    print(json.dumps(summary, indent=2))
-    print(f"wrote {out}/requests.csv, summary.json, overload.png")
+    fields = ["t", "lag", "status", "latency", "error"]
+    write_results(out, "requests.csv", records, fields, summary, plot, "overload.png")
     return summary
 
 

@@ -13,8 +13,6 @@ the first ``--window`` seconds after ``--warmup`` (so start-up allocation is not
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import time
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import numpy as np
 import psutil
 
 from loadtests.faults import LoadLoop
-from loadtests.harness import Target, add_target_args, default_image, target
+from loadtests.harness import Target, add_target_args, default_image, target, write_results
 
 MB = 1024 * 1024
 
@@ -124,14 +122,7 @@ def main(args: argparse.Namespace) -> dict:
             "frontend": growth(rows, "frontend_rss_mb", args.warmup, args.window),
             "workers": growth(rows, "workers_rss_mb", args.warmup, args.window),
         }
-    with open(out / "rss.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    plot(rows, summary, out / "rss.png")
-    print(json.dumps(summary, indent=2))
-    print(f"wrote {out}/rss.csv, summary.json, rss.png")
+    write_results(out, "rss.csv", rows, list(rows[0]), summary, plot, "rss.png")
     return summary
 
 
