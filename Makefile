@@ -20,6 +20,7 @@ help:
 	@echo "make test                     lint + unit + integration tests (no GPU needed)"
 	@echo "make loadtest [URL= USERS= DURATION= SHAPE=steady|stages|spike PROMETHEUS_URL=]  Locust run + report"
 	@echo "make monitor                  local Prometheus (127.0.0.1:9090) scraping make serve's metrics"
+	@echo "make smoke                    32 concurrent requests, 2 corrupt, against make serve: answers and batching"
 	@echo "make bench                    CPU serving-efficiency benchmark (about 6 min on 2 cores)"
 	@echo "make faults / overload / soak [LOAD_ARGS=...]  reliability measurements (docs/reliability.md)"
 	@echo "make venv                     create/refresh .venv with the pinned stack"
@@ -78,7 +79,10 @@ tag: venv
 # Load tests and monitoring (docs/benchmarks.md). `make serve` first; PROMETHEUS_URL=http://127.0.0.1:9090
 # (from `make monitor`) makes the report take the server-side latency from Prometheus.
 # URL may be the server (http://127.0.0.1:8080) or the model's prediction URL, as for `make tag`.
-.PHONY: loadtest monitor bench
+.PHONY: loadtest monitor bench smoke
+smoke: venv
+	$(PY) -m loadtests.smoke $(SMOKE_ARGS)
+
 loadtest: venv
 	PROMETHEUS_URL=$(PROMETHEUS_URL) $(PY) -m loadtests.loadtest --url $(or $(URL),http://127.0.0.1:8080) \
 	  --users $(or $(USERS),8) --duration $(or $(DURATION),60) --shape $(or $(SHAPE),steady) $(LOADTEST_ARGS)

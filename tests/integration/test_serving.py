@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import requests
 
 from deploy.archive import ROOT
 from deploy.serve import Ports, Server
+from loadtests import smoke
 from tests.images import ART5_LABELS, corrupt_jpeg, jpeg
 
 pytestmark = pytest.mark.integration
@@ -84,30 +84,48 @@ def test_binary_urlencoded_body_is_4xx(ts_server):
 
 
 def test_concurrent_burst_batches_and_isolates_corrupt_images(ts_server):
-    before = scrape(ts_server)
     payloads = [jpeg(seed=i) for i in range(32)]
     corrupt = {5, 21}
     for i in corrupt:
         payloads[i] = corrupt_jpeg()
+    result = smoke.burst(ts_server.predict_url, ts_server.metrics_url, payloads, corrupt)
 
-    def post(data):
-        return requests.post(ts_server.predict_url, data=data, headers={"Content-Type": "image/jpeg"}, timeout=60)
-
-    with ThreadPoolExecutor(max_workers=32) as pool:
-        answers = list(pool.map(post, payloads))
-    after = scrape(ts_server)
-
-    statuses = [r.status_code for r in answers]
+    statuses = result["statuses"]
     assert sorted(i for i, s in enumerate(statuses) if s != 200) == sorted(corrupt), f"statuses: {statuses}"
-    for i, r in enumerate(answers):
+    for i, (status, body) in enumerate(result["answers"]):
         if i in corrupt:
-            assert r.status_code == 400 and r.json()["type"] == "bad_image", f"request {i}: {r.text}"
+            assert status == 400 and body["type"] == "bad_image", f"request {i}: {status} {body}"
         else:
-            check_prediction(r.json())
-    images = after["ArtserveImages"] - before.get("ArtserveImages", 0)
-    batches = after["ArtserveBatches"] - before.get("ArtserveBatches", 0)
-    assert images == 32, f"the handler saw {images} images for 32 requests"
-    assert images / batches > 1, f"32 concurrent requests ran in {batches:.0f} batches: no dynamic batching happened"
+            check_prediction(body)
+    assert result["passed"] and result["ok_200"] == 30 and result["client_errors_4xx"] == 2, result["problems"]
+    assert result["handler_images"] == 32, f"the handler saw {result['handler_images']} images for 32 requests"
+    assert result["mean_batch"] > 1, f"32 concurrent requests ran in {result['handler_batches']:.0f} batches"
+
+
+def test_smoke_command_flags_a_wrong_answer():
+    """The smoke check's verdict can fail: a 200 for a corrupt image, a 4xx for a valid one, a bad body."""
+    good = {"label": "painting", "probability": 0.9, "top_k": [{"label": "painting", "probability": 0.9}]}
+    assert smoke.check_answer(200, good, corrupt=False) is None
+    assert smoke.check_answer(200, good, corrupt=True)
+    assert smoke.check_answer(400, {"error": "x", "code": 400}, corrupt=False)
+    assert smoke.check_answer(400, {"error": "x", "code": 400}, corrupt=True) is None
+    assert smoke.check_answer(500, {"error": "x", "code": 500}, corrupt=True)
+    assert smoke.check_answer(200, {**good, "top_k": [{"label": "painting", "probability": 1.4}]}, corrupt=False)
+    assert smoke.check_answer(200, {**good, "label": "sculpture"}, corrupt=False)
+
+
+def test_smoke_command_against_a_real_server(ts_server, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"{i}.jpg").write_bytes(jpeg(seed=i))
+    args = smoke.get_args_parser().parse_args(
+        ["--url", ts_server.predict_url, "--metrics", ts_server.metrics_url, "--images", str(folder),
+         "--requests", "12", "--corrupt", "3"]
+    )  # fmt: skip
+    result = smoke.main(args)
+    assert result["passed"], result["problems"]
+    assert result["ok_200"] == 9 and result["client_errors_4xx"] == 3 and result["handler_images"] == 12
 
 
 def test_metrics_port_exposes_torchserve_series(ts_server):
