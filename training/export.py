@@ -69,7 +69,9 @@ def data_source(data_dir: str) -> dict:
     return source
 
 
-def make_card(name: str, ckpt: dict, output: Path, dtype: str, comparison: dict | None) -> dict:
+def make_card(
+    name: str, ckpt: dict, output: Path, dtype: str, comparison: dict | None, notes: str | None = None
+) -> dict:
     training = ckpt["training"]
     sha = sha256_file(output)
     best = training.get("best_val", {})
@@ -83,7 +85,7 @@ def make_card(name: str, ckpt: dict, output: Path, dtype: str, comparison: dict 
     }
     if comparison:
         metrics["export_check"] = comparison
-    return {
+    card = {
         "name": name,
         "version": f"{ckpt['arch']}-{time.strftime('%Y%m%d', time.gmtime())}-{sha[:12]}",
         "arch": ckpt["arch"],
@@ -101,6 +103,9 @@ def make_card(name: str, ckpt: dict, output: Path, dtype: str, comparison: dict 
         "training": {k: training.get(k) for k in ("epoch", "epochs", "best_epoch", "pretrained", "torch", "device")}
         | {"args": training.get("args")},
     }
+    if notes:
+        card["notes"] = notes
+    return card
 
 
 def export(
@@ -111,6 +116,7 @@ def export(
     dtype: str = "float16",
     evaluate: bool = True,
     device: torch.device | None = None,
+    notes: str | None = None,
 ) -> tuple[Path, dict]:
     """Write the compact checkpoint and its card; returns (checkpoint path, card)."""
     source = Path(run_dir) / checkpoint
@@ -122,7 +128,7 @@ def export(
     output.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(output, model, labels, cfg, DTYPES[dtype], extra={"training": ckpt["training"]})
     comparison = validation_comparison(ckpt, load_checkpoint(output), device or default_device()) if evaluate else None
-    card = make_card(name, ckpt, output, dtype, comparison)
+    card = make_card(name, ckpt, output, dtype, comparison, notes)
     default_card_path(output).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return output, card
 
@@ -140,6 +146,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-eval", action="store_true", help="skip the fp32-vs-exported validation check (default: off)")
     p.add_argument("--device", default=None, help="device for the check (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--notes", default=None, help="free text for the card: intended use, limitations, provenance (default: none)"
+    )
     return p
 
 
@@ -147,7 +156,7 @@ def main(args: argparse.Namespace) -> None:
     device = torch.device(args.device) if args.device else None
     try:
         output, card = export(
-            args.run_dir, args.output, args.name, args.checkpoint, args.dtype, not args.no_eval, device
+            args.run_dir, args.output, args.name, args.checkpoint, args.dtype, not args.no_eval, device, args.notes
         )
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e} (--no-eval skips the validation check when the run's data is not here)") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import urllib.error
 
 import pytest
@@ -67,10 +68,11 @@ def test_tiny_vgg_overfits_a_handful_of_images(tmp_path, same_data):
     assert (tmp_path / "e.confusion.png").is_file(), "no confusion-matrix PNG next to the JSON"
 
     # Export: fp16 weights, card with sha256 of the exported file, and the fp32-vs-fp16 check.
-    out, card = export.export(run_dir, tmp_path / "store" / "m.pt", device=torch.device("cpu"))
+    out, card = export.export(run_dir, tmp_path / "store" / "m.pt", device=torch.device("cpu"), notes="a test model")
     from deploy.archive import default_card_path, sha256_file
 
     assert default_card_path(out).is_file(), "export wrote no model card next to the checkpoint"
+    assert json.loads(default_card_path(out).read_text())["notes"] == "a test model", "card lost --notes"
     assert card["weights_sha256"] == sha256_file(out), "card sha256 is not the exported file's"
     assert card["version"].startswith("tiny_vgg-") and card["version"].endswith(card["weights_sha256"][:12]), card
     exported = load_checkpoint(out)
