@@ -59,7 +59,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("ARTSERVE_DATA", ROOT.parent / "shared" / "data" / "art5"))
 LABELS = ["drawings", "engraving", "iconography", "painting", "sculpture"]
-SHARED_NOTE = "2-core CPU dev VM, shared with other developers' jobs (figures vary run to run; ratios are same-run)"
+SHARED_NOTE = "figures vary with other load on the machine (see load_average_1_5_15m); ratios are same-run"
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
+        "load_average_1_5_15m": [round(x, 2) for x in os.getloadavg()],
         "note": SHARED_NOTE,
     }
 
