@@ -47,7 +47,7 @@ import torch
 import yaml
 
 from deploy.archive import DEFAULT_MODEL_CONFIG, build_archive
-from deploy.serve import Ports, free_port, start_server
+from deploy.serve import DATA_DIR, Ports, free_port, start_server
 from handlers.model import ArtVGG, save_checkpoint
 from handlers.postprocessing import probabilities
 from handlers.preprocessing import PreprocessConfig, normalize, preprocess_bytes
@@ -57,7 +57,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("ARTSERVE_DATA", ROOT.parent / "shared" / "data" / "art5"))
 LABELS = ["drawings", "engraving", "iconography", "painting", "sculpture"]
 SHARED_NOTE = "figures vary with other load on the machine (see load_average_1_5_15m); ratios are same-run"
 
@@ -317,7 +316,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="torch threads: in-process, naive server, and split between TorchServe workers (default: cores)",
     )
     p.add_argument("--arch", default="vgg16_bn", help="model preset (default: %(default)s)")
-    p.add_argument("--images", default=str(DATA / "val"), help="JPEG folder (default: %(default)s)")
+    p.add_argument("--images", default=str(DATA_DIR / "val"), help="JPEG folder (default: %(default)s)")
     p.add_argument("--max-images", type=int, default=64, help="images cycled through (default: %(default)s)")
     p.add_argument("--p99-target-ms", type=float, default=3000, help="best config's p99 bound (default: %(default)s)")
     p.add_argument("--out", default=None, help="default: loadtests/results/bench-<UTC timestamp>")

@@ -12,7 +12,6 @@ import contextlib
 import csv
 import io
 import json
-import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,12 +24,11 @@ import torch
 from PIL import Image
 
 from deploy.archive import build_archive
-from deploy.serve import Ports, start_server
+from deploy.serve import DATA_DIR, Ports, start_server
 from handlers.model import ArtVGG, save_checkpoint
 from handlers.preprocessing import PreprocessConfig
 
 LABELS = ["drawings", "engraving", "iconography", "painting", "sculpture"]
-DATA = Path(os.environ.get("ARTSERVE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "art5"))
 
 
 @dataclass(frozen=True)
@@ -136,7 +134,7 @@ def write_results(out: Path, csv_name: str, rows: list[dict], fields: list[str],
 
 def default_image() -> bytes:
     """The first validation image of the art dataset, else a generated 640x480 JPEG."""
-    sample = next(iter(sorted((DATA / "val").glob("*/*.jpg"))), None) if DATA.exists() else None
+    sample = next(iter(sorted((DATA_DIR / "val").glob("*/*.jpg"))), None) if DATA_DIR.exists() else None
     if sample:
         return sample.read_bytes()
     rng = np.random.default_rng(0)

@@ -28,13 +28,16 @@ def parse_exposition(text: str) -> list[tuple[str, dict[str, str], float]]:
     return samples
 
 
-def scrape_counters(metrics_url: str, model: str, timeout: float = 10.0) -> dict[str, float]:
-    """The model's TorchServe latency and request counters, summed over label sets (0 when absent)."""
+def scrape_counters(
+    metrics_url: str, model: str | None = None, timeout: float = 10.0, names: tuple[str, ...] = COUNTERS
+) -> dict[str, float]:
+    """Counters ``names`` (default: TorchServe's latency and request counters) summed over label sets, 0 when
+    absent; only the series of ``model`` (label ``model_name``) when it is given."""
     response = requests.get(metrics_url, timeout=timeout)
     response.raise_for_status()
-    totals = dict.fromkeys(COUNTERS, 0.0)
+    totals = dict.fromkeys(names, 0.0)
     for name, labels, value in parse_exposition(response.text):
-        if name in totals and labels.get("model_name") == model:
+        if name in totals and (model is None or labels.get("model_name") == model):
             totals[name] += value
     return totals
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -23,20 +22,10 @@ from pathlib import Path
 
 import requests
 
-from loadtests.metrics import parse_exposition
+from deploy.serve import DATA_DIR
+from loadtests.metrics import scrape_counters
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("ARTSERVE_DATA", ROOT.parent / "shared" / "data" / "art5"))
-
-
-def handler_counters(metrics_url: str) -> dict[str, float]:
-    """``ArtserveImages`` and ``ArtserveBatches`` summed over label sets (0 when absent)."""
-    text = requests.get(metrics_url, timeout=10).text
-    totals = {"ArtserveImages": 0.0, "ArtserveBatches": 0.0}
-    for name, _labels, value in parse_exposition(text):
-        if name in totals:
-            totals[name] += value
-    return totals
+HANDLER_COUNTERS = ("ArtserveImages", "ArtserveBatches")
 
 
 def check_answer(status: int, body: object, corrupt: bool) -> str | None:
@@ -60,7 +49,7 @@ def check_answer(status: int, body: object, corrupt: bool) -> str | None:
 
 def burst(url: str, metrics_url: str | None, payloads: list[bytes], corrupt: set[int], timeout: float = 120) -> dict:
     """Post every payload at the same moment; one record per request, plus the handler's batch counts."""
-    before = handler_counters(metrics_url) if metrics_url else None
+    before = scrape_counters(metrics_url, names=HANDLER_COUNTERS) if metrics_url else None
     gate = threading.Barrier(len(payloads))
 
     def post(data: bytes) -> tuple[int, object]:
@@ -92,7 +81,7 @@ def burst(url: str, metrics_url: str | None, payloads: list[bytes], corrupt: set
         "passed": not problems,
     }
     if before is not None:
-        after = handler_counters(metrics_url)
+        after = scrape_counters(metrics_url, names=HANDLER_COUNTERS)
         images = after["ArtserveImages"] - before["ArtserveImages"]
         batches = after["ArtserveBatches"] - before["ArtserveBatches"]
         summary.update(handler_images=images, handler_batches=batches, mean_batch=images / batches if batches else None)
@@ -113,7 +102,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="the server's Prometheus metrics URL, '' to skip the batch count (default: %(default)s)",
     )
     p.add_argument(
-        "--images", default=str(DATA / "val"), help="folder of JPEGs, searched recursively (default: %(default)s)"
+        "--images", default=str(DATA_DIR / "val"), help="folder of JPEGs, searched recursively (default: %(default)s)"
     )
     p.add_argument("--requests", type=int, default=32, help="concurrent requests (default: %(default)s)")
     p.add_argument("--corrupt", type=int, default=2, help="how many of them are corrupt (default: %(default)s)")
