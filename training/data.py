@@ -5,7 +5,7 @@ A data set is a folder of class folders (``<root>/<class>/<image>``), or one hol
 nine cultures) trains with the same command.
 
 Evaluation images go through exactly the serving path (``handlers.preprocessing.preprocess_bytes``);
-training images are decoded the same way, then augmented as photos of artworks are likely to vary.
+training images are decoded the same way once, kept in memory and augmented there (``training.cache``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 from sklearn.model_selection import train_test_split
-from torchvision.transforms import v2
 
+from deploy.serve import DATA_DIR  # noqa: F401  (re-exported: the default data path of the training tools)
 from handlers.errors import InputError
-from handlers.preprocessing import Limits, PreprocessConfig, decode_image, image_to_uint8, preprocess_bytes
+from handlers.preprocessing import Limits, PreprocessConfig, preprocess_bytes
 
 #: File name endings treated as images (anything else in a class folder is listed as skipped).
 #: Formats the server refuses (HEIC, AVIF, SVG) are included so that evaluation counts them as unreadable.
@@ -148,6 +147,18 @@ def find_splits(data: str | Path, val_fraction: float = 0.1, seed: int = 0, limi
     )
 
 
+def split_dev(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(train, dev): a fixed, stratified ``fraction`` of the training samples held out to choose epochs and
+    recipes, so that the validation split chooses nothing. ``fraction`` 0 gives an empty dev split."""
+    if fraction <= 0:
+        return list(samples), []
+    targets = [t for _, t in samples]
+    n_classes = len(set(targets))
+    n_dev = max(n_classes, round(len(samples) * fraction))
+    train_s, dev_s = train_test_split(samples, test_size=n_dev, stratify=targets, random_state=seed)
+    return sorted(train_s), sorted(dev_s)
+
+
 def class_counts(samples: list[Sample], classes: Sequence[str]) -> dict[str, int]:
     counter = Counter(t for _, t in samples)
     return {name: counter.get(i, 0) for i, name in enumerate(classes)}
@@ -172,45 +183,3 @@ class EvalImages(torch.utils.data.Dataset):
             return preprocess_bytes(Path(path).read_bytes(), self.cfg, self.limits), target, ""
         except (InputError, OSError) as e:
             return torch.zeros(3, self.cfg.crop, self.cfg.crop, dtype=torch.uint8), target, f"{type(e).__name__}: {e}"
-
-
-def art_augmentation(cfg: PreprocessConfig, min_scale: float = 0.35) -> v2.Compose:
-    """Mild changes a photo of an artwork plausibly has: framing, mirror, small tilt and keystone, light.
-
-    Colour carries class information here (icons' gold, watercolour washes, monochrome engravings), so
-    saturation and hue are left almost alone. Works on PIL images and returns a PIL image.
-    """
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(cfg.crop, scale=(min_scale, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.RandomApply([v2.RandomRotation(5, fill=(255, 255, 255))], p=0.3),
-            v2.RandomPerspective(distortion_scale=0.1, p=0.2, fill=(255, 255, 255)),
-            v2.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.05),
-        ]
-    )
-
-
-class TrainImages(torch.utils.data.Dataset):
-    """Training tensors: ``decode_image`` -> augmentation on the PIL image -> ``uint8 (3, crop, crop)``.
-
-    With ``augment=None`` the image takes the evaluation path (centre crop), for overfitting checks.
-    An unreadable training image stops the run with its path: training data should be clean.
-    """
-
-    def __init__(self, samples: Sequence[Sample], cfg: PreprocessConfig, augment: v2.Compose | None) -> None:
-        self.samples, self.cfg, self.augment = list(samples), cfg, augment
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        path, target = self.samples[i]
-        data = Path(path).read_bytes()
-        try:
-            if self.augment is None:
-                return preprocess_bytes(data, self.cfg), target
-            img: Image.Image = decode_image(data, draft_size=self.cfg.resize)
-        except InputError as e:
-            raise ValueError(f"training image {path} cannot be used: {e}; remove or fix it") from None
-        return image_to_uint8(self.augment(img)), target

@@ -74,15 +74,18 @@ def make_card(
 ) -> dict:
     training = ckpt["training"]
     sha = sha256_file(output)
-    best = training.get("best_val", {})
+    best = training.get("best_dev", {})
     metrics = {
-        "validation_during_training": {
+        "dev_during_training": {
+            "split": training.get("dev_split"),
             "epoch": training.get("best_epoch"),
-            "accuracy": best.get("val_acc"),
-            "macro_f1": best.get("val_macro_f1"),
-            "weighted_f1": best.get("val_weighted_f1"),
+            "accuracy": best.get("dev_acc"),
+            "macro_f1": best.get("dev_macro_f1"),
+            "weighted_f1": best.get("dev_weighted_f1"),
         }
     }
+    if training.get("final_val"):
+        metrics["validation"] = training["final_val"]
     if comparison:
         metrics["export_check"] = comparison
     card = {
@@ -100,7 +103,11 @@ def make_card(
             "class_counts": training.get("class_counts"),
         },
         "metrics": metrics,
-        "training": {k: training.get(k) for k in ("epoch", "epochs", "best_epoch", "pretrained", "torch", "device")}
+        "training": {
+            k: training.get(k)
+            for k in ("epoch", "epochs", "best_epoch", "pretrained", "teacher", "precision", "train_seconds", "torch")
+        }
+        | {"device": training.get("device")}
         | {"args": training.get("args")},
     }
     if notes:

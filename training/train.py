@@ -1,45 +1,61 @@
 """Train an ArtVGG classifier on any ImageFolder directory.
 
     python -m training.train --data ../shared/data/art5 --output runs/art5
-    python -m training.train --config training/configs/art5.yaml --epochs 5     # flags override the YAML
-    python -m training.train --output runs/art5 --resume                         # continue from last.pt
+    python -m training.train --config training/configs/art5-cpu.yaml --time-budget 120   # stop cleanly after 2 h
+    python -m training.train --config training/configs/art5-cpu.yaml --resume            # continue from last.pt
 
-The label set is the sorted class folder names. ``DATA/train`` and ``DATA/val`` are used when present,
-else a stratified validation split with a fixed seed. The run directory gets ``args.yaml`` (the
-resolved arguments), ``metrics.csv`` (one row per epoch), ``best.pt`` (best validation macro-F1, with
-a ``training`` record that the serving tools require), ``last.pt`` (for ``--resume``) and
-``curves.png``. Validation uses the serving preprocessing (``preprocess_bytes`` + ``normalize``).
+The label set is the sorted class folder names. ``DATA/train`` and ``DATA/val`` are used when present, else a
+stratified validation split with a fixed seed. A fixed, stratified ``--dev-fraction`` of the training split is
+held out as the *dev* split, which picks the best epoch; ``DATA/val`` then chooses nothing and is evaluated once,
+with ``best.pt``, when the run ends (``final_val`` in the record). With ``--dev-fraction 0`` the validation split
+is the dev split (it then also picks the epoch, and its figures are optimistic).
+
+Training images are decoded once into memory (``training.cache``); bf16 autocast and channels_last are used
+where the hardware runs them natively (``--amp auto``: CUDA, or a CPU with AVX512_BF16/AMX). ``--teacher``
+distils a fine-tuned EfficientNet-Lite (``training.teacher``) into the student on the same views.
+``--time-budget`` stops the run cleanly, mid-epoch if need be, and ``--resume`` continues it exactly where it
+stopped with the schedule intact, so a long run can span several sessions.
+
+The run directory gets ``args.yaml`` (the resolved arguments), ``metrics.csv`` (one row per epoch), ``best.pt``
+(best dev macro-F1, with a ``training`` record that the serving tools require), ``last.pt`` (for ``--resume``),
+``curves.png`` and, at the end, ``final.json`` (best.pt on the validation split). Dev and validation images take
+the serving preprocessing (``preprocess_bytes`` + ``normalize``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import math
+import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from deploy.serve import DATA_DIR
-from handlers.model import ARCHS, IMAGENET_WEIGHTS, ArtVGG, load_checkpoint, save_checkpoint
+from handlers.model import ARCHS, ArtVGG, load_checkpoint, save_checkpoint
+from handlers.precision import native_autocast_dtype
 from handlers.preprocessing import PreprocessConfig, normalize
-from training.data import Splits, TrainImages, art_augmentation, class_counts, find_splits
+from training import runlog, schedule
+from training.cache import ImageCache, ViewConfig, epoch_order, step_generator, view_batch
+from training.data import DATA_DIR, class_counts, find_splits, split_dev
+from training.distill import distillation_loss
 from training.evaluate import compute_metrics, default_workers, eval_loader, predict
+from training.weights import freeze_blocks, load_pretrained
 
 METRIC_FIELDS = (
     "epoch",
     "lr",
+    "image_size",
     "train_loss",
     "train_acc",
-    "val_loss",
-    "val_acc",
-    "val_macro_f1",
-    "val_weighted_f1",
+    "dev_loss",
+    "dev_acc",
+    "dev_macro_f1",
+    "dev_weighted_f1",
     "epoch_seconds",
     "train_images_per_second",
 )
@@ -47,12 +63,13 @@ METRIC_FIELDS = (
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    a = p.add_argument
-    a(
+    p.add_argument(
         "--config",
         default=None,
         help="YAML file whose keys (flag names) set defaults; flags override it (default: none)",
     )
+    g = p.add_argument_group("data")
+    a = g.add_argument
     a(
         "--data",
         default=str(DATA_DIR),
@@ -60,7 +77,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     a("--output", default=None, help="run directory (default: runs/<data folder name>)")
     a("--val-fraction", type=float, default=0.1, help="validation share when DATA has no val/ (default: %(default)s)")
+    a(
+        "--dev-fraction",
+        type=float,
+        default=0.1,
+        help="share of train held out to pick the epoch; 0 = pick on the validation split (default: %(default)s)",
+    )
     a("--limit-per-class", type=int, default=0, help="use at most N images per class and split, 0 = all (default: 0)")
+    a("--cache-side", type=int, default=256, help="longer side of the decoded images kept in memory (default: 256)")
+    g = p.add_argument_group("model")
+    a = g.add_argument
     a("--arch", default="vgg16_bn", choices=sorted(ARCHS), help="model preset (default: %(default)s)")
     a(
         "--pretrained",
@@ -75,20 +101,27 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=256,
         help="shorter side before the centre crop at evaluation (default: %(default)s)",
     )
+    schedule.add_arguments(p)
+    g = p.add_argument_group("augmentation and distillation")
+    a = g.add_argument
     a("--augment", default="art", choices=("art", "none"), help="training augmentation (default: %(default)s)")
     a("--min-scale", type=float, default=0.35, help="smallest random-resized-crop area share (default: %(default)s)")
-    a("--epochs", type=int, default=40, help="epochs to train (default: %(default)s)")
-    a("--batch-size", type=int, default=32, help="images per step (default: %(default)s)")
-    a("--opt", default="sgd", choices=("sgd", "adamw"), help="optimiser (default: %(default)s)")
-    a("--lr", type=float, default=0.02, help="peak learning rate (default: %(default)s)")
-    a("--momentum", type=float, default=0.9, help="SGD momentum (default: %(default)s)")
-    a("--weight-decay", type=float, default=5e-4, help="weight decay (default: %(default)s)")
-    a("--sched", default="cosine", choices=("cosine", "step", "constant"), help="LR schedule (default: %(default)s)")
-    a("--warmup-epochs", type=float, default=1.0, help="linear LR warm-up length (default: %(default)s)")
-    a("--step-size", type=int, default=10, help="epochs between LR drops for --sched step (default: %(default)s)")
-    a("--gamma", type=float, default=0.1, help="LR factor per drop for --sched step (default: %(default)s)")
-    a("--min-lr", type=float, default=0.0, help="final LR of the cosine schedule (default: %(default)s)")
-    a("--label-smoothing", type=float, default=0.1, help="cross-entropy label smoothing (default: %(default)s)")
+    a("--mixup", type=float, default=0.0, help="mixup Beta(a, a) parameter, 0 = off (default: %(default)s)")
+    a(
+        "--progressive-from",
+        type=int,
+        default=0,
+        help="start at this crop side and grow to --image-size; 0 = off (default: 0)",
+    )
+    a(
+        "--progressive-until",
+        type=float,
+        default=0.5,
+        help="share of the epochs after which the full --image-size is used (default: %(default)s)",
+    )
+    a("--teacher", default=None, help="teacher checkpoint from training.teacher to distil (default: none)")
+    a("--kd-weight", type=float, default=0.5, help="weight of the soft-target loss (default: %(default)s)")
+    a("--kd-temperature", type=float, default=2.0, help="softmax temperature of distillation (default: %(default)s)")
     a(
         "--class-weights",
         default="none",
@@ -99,37 +132,47 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--patience",
         type=int,
         default=10,
-        help="stop after N epochs without a better val macro-F1, 0 = never (default: 10)",
+        help="stop after N epochs without a better dev macro-F1, 0 = never (default: 10)",
     )
+    g = p.add_argument_group("run")
+    a = g.add_argument
     a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     a(
         "--amp",
         default="auto",
         choices=("auto", "on", "off"),
-        help="bf16 mixed precision, CUDA only (default: auto = on CUDA)",
+        help="reduced-precision autocast: auto = where "
+        "the hardware has it natively (CUDA; a CPU with AVX512_BF16 or AMX), on = always (bf16 on CPU) "
+        "(default: auto)",
     )
     a(
         "--channels-last",
         default="auto",
         choices=("auto", "on", "off"),
-        help="channels_last memory format, CUDA only (default: auto = on CUDA)",
+        help="channels_last memory format (default: auto = with reduced precision or CUDA)",
     )
     a("--compile", action="store_true", help="torch.compile the model (default: off)")
     a(
         "--workers",
         type=int,
         default=None,
-        help="loader processes (default: min(8, CPUs) on CUDA; 0 on CPU, where loader processes and the "
-        "spinning OpenMP compute threads fight over the few cores)",
+        help="loader processes for dev/val (default: min(8, CPUs) on CUDA, 0 on CPU)",
     )
-    a("--seed", type=int, default=0, help="seed for split, shuffling, augmentation and init (default: %(default)s)")
+    a("--seed", type=int, default=0, help="seed for split, order, views and init (default: %(default)s)")
     a("--resume", action="store_true", help="continue from OUTPUT/last.pt (default: off)")
+    a(
+        "--time-budget",
+        type=float,
+        default=0.0,
+        help="minutes of training in this invocation, then save last.pt "
+        "and stop (resume with --resume); 0 = no limit (default: 0)",
+    )
     a("--log-every", type=int, default=20, help="progress line every N steps (default: %(default)s)")
     a(
         "--max-steps",
         type=int,
         default=0,
-        help="timing run: stop after N steps, print the step time, skip validation and checkpoints (default: 0 = off)",
+        help="timing run: time N steps, print the step time, skip validation and checkpoints (default: 0 = off)",
     )
     return p
 
@@ -154,103 +197,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def load_pretrained(model: ArtVGG, spec: str) -> str:
-    """Copy convolution weights (``features.*``) into ``model``; returns a description for the record."""
-    if spec == "none":
-        return "none (Kaiming initialisation, trained from scratch)"
-    alternatives = "pass --pretrained PATH (a local state dict) or train from scratch with --pretrained none"
-    if spec == "imagenet":
-        name = IMAGENET_WEIGHTS.get(model.arch)
-        if name is None:
-            raise SystemExit(f"there are no ImageNet weights for --arch {model.arch}; {alternatives}")
-        import torchvision
-
-        try:
-            state = torchvision.models.get_weight(name).get_state_dict(progress=True)
-        except Exception as e:  # offline, proxy, disk: all end the same way
-            raise SystemExit(
-                f"cannot download the ImageNet weights {name} ({type(e).__name__}: {e}); {alternatives}"
-            ) from None
-        source = f"imagenet ({name})"
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise SystemExit(f"--pretrained {spec}: no such file; use 'imagenet', a state-dict PATH or 'none'")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        source = str(path)
-    features = {k: v for k, v in state.items() if k.startswith("features.")}
-    own = model.state_dict()
-    wanted = {k for k in own if k.startswith("features.")}
-    bad = sorted(k for k, v in features.items() if k not in own or own[k].shape != v.shape)
-    if not features or bad or set(features) != wanted:
-        missing = sorted(wanted - set(features))
-        raise SystemExit(
-            f"--pretrained {source} does not fit --arch {model.arch}: "
-            f"{len(bad)} mismatched (e.g. {bad[:3]}), {len(missing)} missing (e.g. {missing[:3]}) feature tensors"
-        )
-    model.load_state_dict(features, strict=False)
-    return f"{source}: {len(features)} feature tensors"
-
-
-def freeze_blocks(model: ArtVGG, n: int) -> list[nn.Module]:
-    """Stop gradients in the first ``n`` convolution blocks; returns them (kept in eval mode while training)."""
-    blocks = model.conv_blocks()
-    if not 0 <= n <= len(blocks):
-        raise SystemExit(f"--freeze-blocks {n}: {model.arch} has {len(blocks)} convolution blocks")
-    for block in blocks[:n]:
-        block.requires_grad_(False)
-    return blocks[:n]
-
-
-def make_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]  # biases and BN: no weight decay
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if args.opt == "sgd":
-        return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=args.lr)
-
-
-def lr_at(args: argparse.Namespace, step: int, steps_per_epoch: int) -> float:
-    """Learning rate at global ``step`` (0-based): linear warm-up, then the chosen schedule."""
-    warmup = int(args.warmup_epochs * steps_per_epoch)
-    if step < warmup:
-        return args.lr * (step + 1) / warmup
-    if args.sched == "constant":
-        return args.lr
-    if args.sched == "step":
-        return args.lr * args.gamma ** (step // steps_per_epoch // args.step_size)
-    total = max(1, args.epochs * steps_per_epoch - warmup)
-    progress = min(1.0, (step - warmup) / total)
-    return args.min_lr + (args.lr - args.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def make_criterion(args: argparse.Namespace, splits: Splits, device: torch.device) -> nn.Module:
-    weight = None
-    if args.class_weights == "balanced":
-        counts = torch.tensor(list(class_counts(splits.train, splits.classes).values()), dtype=torch.float32)
-        weight = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(device)
-    return nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
-
-
-def hms(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def resolve_device(args: argparse.Namespace) -> tuple[torch.device, torch.dtype | None, bool]:
+def resolve_precision(args: argparse.Namespace) -> tuple[torch.device, torch.dtype | None, bool]:
     """The device, the autocast dtype (None = fp32) and whether to use channels_last."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cuda = device.type == "cuda"
-    for flag in ("amp", "channels_last"):
-        if getattr(args, flag) == "on" and not cuda:
-            raise SystemExit(f"--{flag.replace('_', '-')} on needs a CUDA device; this run is on {device}")
-    amp = cuda and args.amp != "off"
-    amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if amp else None
-    return device, amp_dtype, cuda and args.channels_last != "off"
+    native = native_autocast_dtype(device)
+    if args.amp == "off":
+        amp = None
+    elif args.amp == "on":
+        amp = native or torch.bfloat16
+    else:
+        amp = native
+    channels_last = args.channels_last == "on" or (
+        args.channels_last == "auto" and (amp is not None or device.type == "cuda")
+    )
+    return device, amp, channels_last
+
+
+def size_at(args: argparse.Namespace, epoch: int) -> int:
+    """Training crop side in ``epoch`` (1-based): grows linearly in steps of 16 under --progressive-from."""
+    if not args.progressive_from or args.progressive_from >= args.image_size:
+        return args.image_size
+    until = max(1, round(args.epochs * args.progressive_until))
+    if epoch >= until:
+        return args.image_size
+    size = args.progressive_from + (args.image_size - args.progressive_from) * (epoch - 1) / max(1, until - 1)
+    return min(args.image_size, int(round(size / 16) * 16))
 
 
 class Trainer:
@@ -259,40 +230,47 @@ class Trainer:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.run_dir = Path(args.output)
-        self.device, self.amp_dtype, self.channels_last = resolve_device(args)
+        self.device, self.amp_dtype, self.channels_last = resolve_precision(args)
         if args.workers is None:
             args.workers = default_workers(self.device)
         torch.manual_seed(args.seed)
         self.splits = find_splits(args.data, args.val_fraction, args.seed, args.limit_per_class)
+        self.train, self.dev = split_dev(self.splits.train, args.dev_fraction, args.seed)
+        self.dev_source = (
+            f"{args.dev_fraction:g} of the training split, stratified (seed {args.seed})"
+            if self.dev
+            else f"the validation split ({self.splits.source}); it also picks the epoch"
+        )
+        self.dev = self.dev or self.splits.val
         self.cfg = PreprocessConfig(resize=args.resize, crop=args.image_size)
         self.model = ArtVGG(len(self.splits.classes), args.arch)
         self.pretrained = load_pretrained(self.model, args.pretrained)
         if args.freeze_blocks and args.pretrained == "none":
             raise SystemExit("--freeze-blocks with --pretrained none would freeze random weights; load weights first")
         self.frozen = freeze_blocks(self.model, args.freeze_blocks)
-        self.model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model.to(self.device, memory_format=self.memory_format)
         self.forward = torch.compile(self.model) if args.compile else self.model
-        self.optimizer = make_optimizer(args, self.model)
+        self.teacher = None
+        if args.teacher:
+            from training.teacher import load_teacher  # training-only dependency, needed only with --teacher
+
+            self.teacher = load_teacher(args.teacher, self.splits.classes).to(
+                self.device, memory_format=self.memory_format
+            )
+        self.optimizer = schedule.make_optimizer(args, self.model)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.criterion = make_criterion(args, self.splits, self.device)
-        self.train_loader = torch.utils.data.DataLoader(
-            TrainImages(
-                self.splits.train,
-                self.cfg,
-                art_augmentation(self.cfg, args.min_scale) if args.augment == "art" else None,
-            ),
-            batch_size=args.batch_size,
-            shuffle=True,
-            num_workers=args.workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=args.workers > 0,
-            generator=torch.Generator(),
-            drop_last=len(self.splits.train) > args.batch_size,  # no 1-image tail batch for BatchNorm
-        )
-        self.val_loader = eval_loader(self.splits.val, self.cfg, args.batch_size * 2, args.workers, self.device)
+        self.criterion = make_criterion(args, self.train, self.splits.classes, self.device)
+        start = time.perf_counter()
+        self.cache = ImageCache(self.train, args.cache_side)
+        self.cache_seconds = time.perf_counter() - start
+        self.views = ViewConfig(min_scale=args.min_scale) if args.augment == "art" else None
+        self.steps = max(1, len(self.train) // args.batch_size)  # no small tail batch for BatchNorm
+        self.dev_loader = eval_loader(self.dev, self.cfg, args.batch_size * 2, args.workers, self.device)
         self.rows: list[dict] = []
-        self.start_epoch, self.best_f1, self.best_epoch, self.bad_epochs = 1, -1.0, 0, 0
-        self.step_seconds: list[float] = []
+        self.start_epoch, self.start_step, self.partial = 1, 0, None
+        self.best_f1, self.best_epoch, self.bad_epochs = -1.0, 0, 0
+        self.stopped_by_budget = False
 
     # --- state -------------------------------------------------------------------------------
     def record(self, epoch: int) -> dict:
@@ -302,36 +280,44 @@ class Trainer:
             "epoch": epoch,
             "epochs": self.args.epochs,
             "best_epoch": self.best_epoch,
-            "best_val": {k: best.get(k) for k in ("val_acc", "val_macro_f1", "val_weighted_f1", "val_loss")},
+            "best_dev": {k: best.get(k) for k in ("dev_acc", "dev_macro_f1", "dev_weighted_f1", "dev_loss")},
+            "dev_split": self.dev_source,
             "data": str(Path(self.args.data).resolve()),
             "split": self.splits.source,
             "class_counts": {
-                "train": class_counts(self.splits.train, self.splits.classes),
+                "train": class_counts(self.train, self.splits.classes),
+                "dev": class_counts(self.dev, self.splits.classes),
                 "val": class_counts(self.splits.val, self.splits.classes),
             },
             "pretrained": self.pretrained,
+            "teacher": self.args.teacher,
+            "precision": {"autocast": str(self.amp_dtype), "channels_last": self.channels_last},
+            "train_seconds": sum(r["epoch_seconds"] for r in self.rows),
             "args": vars(self.args),
             "torch": str(torch.__version__),
             "device": str(self.device),
         }
 
-    def save(self, epoch: int, improved: bool) -> None:
-        record = self.record(epoch)
+    def save(self, epoch: int, improved: bool, step: int = 0) -> None:
+        """``last.pt`` after ``epoch`` complete epochs and ``step`` steps of the next one; ``best.pt`` if improved."""
         resume = {
             "epoch": epoch,
+            "step": step,
+            "partial": self.partial if step else None,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "best_f1": self.best_f1,
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
         }
+        extra = {"training": self.record(epoch), "resume": resume}
         tmp = self.run_dir / "last.pt.tmp"
-        save_checkpoint(tmp, self.model, self.splits.classes, self.cfg, extra={"training": record, "resume": resume})
+        save_checkpoint(tmp, self.model, self.splits.classes, self.cfg, extra=extra)
         tmp.replace(self.run_dir / "last.pt")
         if improved:
-            save_checkpoint(
-                self.run_dir / "best.pt", self.model, self.splits.classes, self.cfg, extra={"training": record}
-            )
+            tmp = self.run_dir / "best.pt.tmp"
+            save_checkpoint(tmp, self.model, self.splits.classes, self.cfg, extra={"training": extra["training"]})
+            tmp.replace(self.run_dir / "best.pt")
 
     def restore(self) -> None:
         path = self.run_dir / "last.pt"
@@ -347,182 +333,218 @@ class Trainer:
         state = ckpt["resume"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.start_epoch = state["epoch"] + 1
+        self.start_epoch, self.start_step = state["epoch"] + 1, state.get("step", 0)
+        self.partial = state.get("partial")
         self.best_f1, self.best_epoch, self.bad_epochs = state["best_f1"], state["best_epoch"], state["bad_epochs"]
-        self.rows = [r for r in read_metrics(self.run_dir / "metrics.csv") if r["epoch"] <= state["epoch"]]
-        print(f"resumed from {path} after epoch {state['epoch']} (best macro-F1 {self.best_f1:.4f})")
+        self.rows = [r for r in runlog.read_rows(self.run_dir / "metrics.csv") if r["epoch"] <= state["epoch"]]
+        print(
+            f"resumed from {path} after epoch {state['epoch']}, step {self.start_step} "
+            f"(best dev macro-F1 {self.best_f1:.4f})"
+        )
+
+    # --- one step ----------------------------------------------------------------------------
+    def batch(self, epoch: int, step: int, order: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(student input, teacher input or empty, targets) for one step; the views depend only on (epoch, step)."""
+        args = self.args
+        idx = order[step * args.batch_size : (step + 1) * args.batch_size].tolist()
+        size = size_at(args, epoch)
+        gen = step_generator(args.seed, epoch, step)
+        fraction = self.cfg.crop / self.cfg.resize
+        view_size = self.teacher.image_size if self.teacher is not None else size
+        views = view_batch(self.cache, idx, view_size, self.views, gen, fraction).to(self.device)
+        student = views
+        if self.teacher is not None:  # the student sees the teacher's view, scaled down
+            student = F.interpolate(views.float(), size=(size, size), mode="bilinear", antialias=True)
+        empty = torch.empty(0)
+        return student, (views if self.teacher is not None else empty), self.cache.targets[idx].to(self.device)
+
+    def train_step(self, epoch: int, step: int, order: torch.Tensor) -> tuple[float, int, int]:
+        """One optimiser step; returns (summed loss, correct, images)."""
+        args = self.args
+        torch.manual_seed((args.seed * 100_003 + epoch) * 1_000_003 + step)  # dropout, mixup: same after --resume
+        schedule.set_lr(self.optimizer, schedule.lr_at(args, (epoch - 1) * self.steps + step, self.steps))
+        x, t_x, y = self.batch(epoch, step, order)
+        lam, perm = 1.0, None
+        if args.mixup > 0:
+            lam = float(torch.distributions.Beta(args.mixup, args.mixup).sample())
+            perm = torch.randperm(len(y), device=y.device)
+            x = lam * x.float() + (1 - lam) * x.float()[perm]
+            if self.teacher is not None:
+                t_x = lam * t_x.float() + (1 - lam) * t_x.float()[perm]
+        x = x.contiguous(memory_format=self.memory_format)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            logits = self.forward(normalize(x, self.cfg)).float()
+            loss = self.criterion(logits, y)
+            if perm is not None:
+                loss = lam * loss + (1 - lam) * self.criterion(logits, y[perm])
+            if self.teacher is not None:
+                with torch.no_grad():
+                    t_logits = self.teacher(t_x.contiguous(memory_format=self.memory_format)).float()
+                loss = distillation_loss(logits, t_logits, loss, args.kd_weight, args.kd_temperature)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.item() * len(y), int((logits.argmax(1) == y).sum()), len(y)
 
     # --- loop --------------------------------------------------------------------------------
-    def train_epoch(self, epoch: int, run_start: float) -> dict:
-        args, steps = self.args, len(self.train_loader)
+    def train_epoch(self, epoch: int, deadline: float) -> dict | None:
+        """Train one epoch; None when the time budget ran out first (last.pt then holds the position)."""
         self.model.train()
         for block in self.frozen:
             block.eval()  # frozen BatchNorm keeps its statistics
-        torch.manual_seed(args.seed * 1000 + epoch)  # dropout and augmentation (workers=0): same after --resume
-        self.train_loader.generator.manual_seed(args.seed * 1000 + epoch)
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen, start, last = 0, time.perf_counter(), time.perf_counter()
-        for i, (x, y) in enumerate(self.train_loader):
-            lr = lr_at(args, (epoch - 1) * steps + i, steps)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                logits = self.forward(normalize(x, self.cfg))
-                loss = self.criterion(logits.float(), y)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
-            if args.max_steps:
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
-                now = time.perf_counter()
-                self.step_seconds.append(now - last)
-                last = now
-                if len(self.step_seconds) >= args.max_steps:
-                    break
-            if (i + 1) % args.log_every == 0 or i + 1 == steps:
-                self.progress(epoch, i + 1, steps, seen, start, run_start, loss_sum.item() / seen)
+        order = epoch_order(len(self.train), self.args.seed, epoch)
+        first = self.start_step if epoch == self.start_epoch else 0
+        p = self.partial if first else None
+        loss_sum, correct, seen, seconds = (p["loss_sum"], p["correct"], p["seen"], p["seconds"]) if p else (0, 0, 0, 0)
+        start = time.perf_counter() - seconds
+        for i in range(first, self.steps):
+            loss, ok, n = self.train_step(epoch, i, order)
+            loss_sum, correct, seen = loss_sum + loss, correct + ok, seen + n
+            if (i + 1) % self.args.log_every == 0 or i + 1 == self.steps:
+                elapsed = time.perf_counter() - start
+                eta = runlog.hms(elapsed / seen * (self.steps * self.args.batch_size - seen))
+                print(
+                    f"epoch {epoch}/{self.args.epochs} step {i + 1}/{self.steps} loss {loss_sum / seen:.4f} "
+                    f"{seen / elapsed:.1f} img/s, epoch ETA {eta}",
+                    flush=True,
+                )
+            if deadline and time.perf_counter() > deadline and i + 1 < self.steps:
+                self.partial = {
+                    "loss_sum": loss_sum,
+                    "correct": correct,
+                    "seen": seen,
+                    "seconds": time.perf_counter() - start,
+                }
+                self.save(epoch - 1, False, step=i + 1)
+                return None
         seconds = time.perf_counter() - start
+        self.partial = None
         return {
             "epoch": epoch,
-            "lr": lr,
-            "train_loss": loss_sum.item() / seen,
-            "train_acc": correct.item() / seen,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "image_size": size_at(self.args, epoch),
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
             "epoch_seconds": seconds,
             "train_images_per_second": seen / seconds,
         }
 
-    def progress(
-        self, epoch: int, step: int, steps: int, seen: int, start: float, run_start: float, loss: float
-    ) -> None:
-        elapsed = time.perf_counter() - start
-        epoch_eta = elapsed / step * (steps - step)
-        done_epochs = epoch - self.start_epoch
-        per_epoch = (time.perf_counter() - run_start - elapsed) / done_epochs if done_epochs else elapsed / step * steps
-        run_eta = epoch_eta + per_epoch * (self.args.epochs - epoch)
-        print(
-            f"epoch {epoch}/{self.args.epochs} step {step}/{steps} loss {loss:.4f} "
-            f"{seen / elapsed:.1f} img/s  epoch ETA {hms(epoch_eta)}  run ETA {hms(run_eta)}",
-            flush=True,
-        )
-
     def validate(self) -> dict:
         probs, targets, failures = predict(
-            self.forward, self.val_loader, self.cfg, self.device, self.channels_last, self.amp_dtype
+            self.forward, self.dev_loader, self.cfg, self.device, self.channels_last, self.amp_dtype
         )
         if failures:
-            bad = [self.splits.val[i][0] + ": " + e for i, e in failures]
-            raise SystemExit("validation images cannot be read; remove or fix them:\n  " + "\n  ".join(bad))
+            bad = [self.dev[i][0] + ": " + e for i, e in failures]
+            raise SystemExit("dev images cannot be read; remove or fix them:\n  " + "\n  ".join(bad))
         target = torch.tensor(targets)
         m = compute_metrics(targets, probs.argmax(1).tolist(), self.splits.classes)
         nll = -torch.log(probs[torch.arange(len(target)), target].clamp(min=1e-12)).mean().item()
         return {
-            "val_loss": nll,
-            "val_acc": m["accuracy"],
-            "val_macro_f1": m["macro_f1"],
-            "val_weighted_f1": m["weighted_f1"],
+            "dev_loss": nll,
+            "dev_acc": m["accuracy"],
+            "dev_macro_f1": m["macro_f1"],
+            "dev_weighted_f1": m["weighted_f1"],
         }
 
     def fit(self) -> None:
         args = self.args
-        run_start = time.perf_counter()
+        deadline = time.perf_counter() + args.time_budget * 60 if args.time_budget else 0.0
         for epoch in range(self.start_epoch, args.epochs + 1):
-            row = self.train_epoch(epoch, run_start)
-            if args.max_steps:
+            if args.patience and self.bad_epochs >= args.patience:
+                print(f"early stop: no better dev macro-F1 for {args.patience} epochs (best {self.best_f1:.4f})")
+                break
+            row = self.train_epoch(epoch, deadline)
+            if row is None:
+                self.stopped_by_budget = True
+                print(
+                    f"time budget of {args.time_budget:g} min reached in epoch {epoch}: last.pt saved; "
+                    "continue with --resume",
+                    flush=True,
+                )
                 return
             row.update(self.validate())
-            improved = row["val_macro_f1"] > self.best_f1
+            improved = row["dev_macro_f1"] > self.best_f1
             if improved:
-                self.best_f1, self.best_epoch, self.bad_epochs = row["val_macro_f1"], epoch, 0
+                self.best_f1, self.best_epoch, self.bad_epochs = row["dev_macro_f1"], epoch, 0
             else:
                 self.bad_epochs += 1
             self.rows.append(row)
             self.save(epoch, improved)
-            write_metrics(self.run_dir / "metrics.csv", self.rows)
-            plot_curves(self.rows, self.run_dir / "curves.png")
+            runlog.write_rows(self.run_dir / "metrics.csv", self.rows, METRIC_FIELDS)
+            runlog.plot_curves(self.rows, self.run_dir / "curves.png")
             print(
                 f"epoch {epoch}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.3f} | "
-                f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f} macro-F1 {row['val_macro_f1']:.4f}"
+                f"dev loss {row['dev_loss']:.4f} acc {row['dev_acc']:.3f} macro-F1 {row['dev_macro_f1']:.4f}"
                 f"{' (best)' if improved else ''} | {row['epoch_seconds']:.1f} s, "
-                f"{row['train_images_per_second']:.1f} img/s",
+                f"{row['train_images_per_second']:.1f} img/s, {row['image_size']} px",
                 flush=True,
             )
-            if args.patience and self.bad_epochs >= args.patience:
-                print(f"early stop: no better val macro-F1 for {args.patience} epochs (best {self.best_f1:.4f})")
-                break
+            if deadline and time.perf_counter() > deadline and epoch < args.epochs:
+                self.stopped_by_budget = True
+                print(f"time budget of {args.time_budget:g} min reached after epoch {epoch}; continue with --resume")
+                return
+
+    def final_evaluation(self) -> dict:
+        """``best.pt`` on the validation split, once; written to ``final.json`` and into best.pt's record."""
+        from handlers.model import build_model
+
+        ckpt = load_checkpoint(self.run_dir / "best.pt")
+        model, labels, cfg = build_model(ckpt)
+        model.to(self.device, memory_format=self.memory_format)
+        loader = eval_loader(self.splits.val, cfg, self.args.batch_size * 2, self.args.workers, self.device)
+        probs, targets, failures = predict(model, loader, cfg, self.device, self.channels_last, self.amp_dtype)
+        m = compute_metrics(targets, probs.argmax(1).tolist(), labels)
+        m["n_failed"] = len(failures)
+        m["chosen_by"] = "dev split" if self.dev is not self.splits.val else "validation split itself"
+        (self.run_dir / "final.json").write_text(json.dumps(m, indent=2) + "\n", encoding="utf-8")
+        ckpt["training"]["final_val"] = m
+        tmp = self.run_dir / "best.pt.tmp"
+        torch.save(ckpt, tmp)
+        tmp.replace(self.run_dir / "best.pt")
+        return m
 
 
-def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+def make_criterion(args: argparse.Namespace, train: list, classes: list[str], device: torch.device) -> nn.Module:
+    weight = None
+    if args.class_weights == "balanced":
+        counts = torch.tensor(list(class_counts(train, classes).values()), dtype=torch.float32)
+        weight = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(device)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
 
 
-def write_metrics(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-        writer.writeheader()
-        writer.writerows({k: row[k] for k in METRIC_FIELDS} for row in rows)
-
-
-def plot_curves(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [r["epoch"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train loss (augmented)")
-    left.plot(epochs, [r["val_loss"] for r in rows], "o-", label="val loss (NLL)")
-    left.set_xlabel("epoch")
-    left.legend()
-    right.plot(epochs, [r["train_acc"] for r in rows], "o-", label="train accuracy (augmented)")
-    right.plot(epochs, [r["val_acc"] for r in rows], "o-", label="val accuracy")
-    right.plot(epochs, [r["val_macro_f1"] for r in rows], "o-", label="val macro-F1")
-    right.set_xlabel("epoch")
-    right.set_ylim(0, 1)
-    right.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def report_timing(trainer: Trainer) -> dict:
-    """Median step time after two warm-up steps, and the extrapolated epoch time (a --max-steps run)."""
-    args, times = trainer.args, trainer.step_seconds
+def time_steps(trainer: Trainer, n: int) -> dict:
+    """Timing run: ``n`` training steps of epoch 1, the first two excluded; writes ``timing.yaml``."""
+    args, times = trainer.args, []
+    trainer.model.train()
+    order = epoch_order(len(trainer.train), args.seed, 1)
+    for i in range(min(n, trainer.steps)):
+        start = time.perf_counter()
+        trainer.train_step(1, i, order)
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
     timed = times[2:] if len(times) > 2 else times
     step = statistics.median(timed)
-    epoch_images = len(trainer.splits.train)
     result = {
         "arch": args.arch,
         "device": str(trainer.device),
+        "autocast": str(trainer.amp_dtype),
+        "channels_last": trainer.channels_last,
+        "teacher": args.teacher,
         "batch_size": args.batch_size,
-        "image_size": args.image_size,
+        "image_size": size_at(args, 1),
         "steps_timed": len(timed),
         "step_seconds_median": step,
-        "step_seconds_min": min(timed),
         "step_seconds_all": times,
         "images_per_second": args.batch_size / step,
-        "epoch_images": epoch_images,
-        "epoch_seconds_extrapolated": step * epoch_images / args.batch_size,
-        "epoch_seconds_extrapolated_from_min": min(timed) * epoch_images / args.batch_size,
+        "epoch_seconds_extrapolated": step * trainer.steps,
     }
     print(
-        f"timing: {args.arch} on {trainer.device}, batch {args.batch_size}, {args.image_size}px: median "
-        f"{step:.2f} s/step over {len(timed)} steps (first {len(times) - len(timed)} excluded) = "
-        f"{result['images_per_second']:.2f} img/s; one epoch of {epoch_images} images extrapolates to "
-        f"{hms(result['epoch_seconds_extrapolated'])} (fastest step {min(timed):.2f} s: "
-        f"{hms(result['epoch_seconds_extrapolated_from_min'])})"
+        f"timing: {args.arch} on {trainer.device} ({trainer.amp_dtype}, channels_last {trainer.channels_last}), "
+        f"batch {args.batch_size}, {result['image_size']} px: median {step:.3f} s/step over {len(timed)} steps = "
+        f"{result['images_per_second']:.1f} img/s; an epoch of {trainer.steps} steps extrapolates to "
+        f"{runlog.hms(result['epoch_seconds_extrapolated'])}"
     )
     (trainer.run_dir / "timing.yaml").write_text(yaml.safe_dump(result, sort_keys=False), encoding="utf-8")
     return result
@@ -531,28 +553,37 @@ def report_timing(trainer: Trainer) -> dict:
 def main(args: argparse.Namespace) -> Path:
     """Train as ``args`` say; returns the run directory."""
     run_dir = Path(args.output)
-    if (run_dir / "last.pt").exists() and not args.resume:
+    if (run_dir / "last.pt").exists() and not args.resume and not args.max_steps:
         raise SystemExit(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --output")
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         trainer = Trainer(args)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
+    if args.max_steps:
+        time_steps(trainer, args.max_steps)
+        return run_dir
     (run_dir / "args.yaml").write_text(yaml.safe_dump(vars(args), sort_keys=False), encoding="utf-8")
     if args.resume:
         trainer.restore()
-    s = trainer.splits
     print(
-        f"data: {s.source}; {len(s.classes)} classes {s.classes}; {len(s.train)} train / {len(s.val)} val images\n"
-        f"model: {args.arch}, weights {trainer.pretrained}, {args.freeze_blocks} blocks frozen; device "
-        f"{trainer.device}, amp {trainer.amp_dtype}, channels_last {trainer.channels_last}; run dir {run_dir}",
+        f"data: {trainer.splits.source}; {len(trainer.splits.classes)} classes {trainer.splits.classes}; "
+        f"{len(trainer.train)} train / {len(trainer.dev)} dev ({trainer.dev_source}) / {len(trainer.splits.val)} val\n"
+        f"cache: {len(trainer.cache)} images, {trainer.cache.nbytes() / 1e6:.0f} MB, {trainer.cache_seconds:.1f} s\n"
+        f"model: {args.arch}, weights {trainer.pretrained}, {args.freeze_blocks} blocks frozen, teacher "
+        f"{args.teacher}; device {trainer.device}, autocast {trainer.amp_dtype}, channels_last "
+        f"{trainer.channels_last}; run dir {run_dir}",
         flush=True,
     )
     trainer.fit()
-    if args.max_steps:
-        report_timing(trainer)
-    elif trainer.best_epoch:
-        print(f"best val macro-F1 {trainer.best_f1:.4f} at epoch {trainer.best_epoch}: {run_dir / 'best.pt'}")
+    if trainer.stopped_by_budget or not trainer.best_epoch:
+        return run_dir
+    final = trainer.final_evaluation()
+    print(
+        f"best dev macro-F1 {trainer.best_f1:.4f} at epoch {trainer.best_epoch}: {run_dir / 'best.pt'}; on the "
+        f"validation split ({final['n_images']} images, chosen by the {final['chosen_by']}): accuracy "
+        f"{final['accuracy']:.4f}, macro-F1 {final['macro_f1']:.4f}"
+    )
     return run_dir
 
 

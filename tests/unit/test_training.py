@@ -13,15 +13,16 @@ import yaml
 
 from handlers.model import ArtVGG, load_checkpoint
 from tests.imagefolder import make_image_folder, make_train_val
-from training import evaluate, export, train
+from training import evaluate, export, schedule, train, weights
 from training.data import find_splits
 
 CLASSES = ["icons", "prints", "statues"]
 # Small and fast (and deterministic on CPU): 64 px crops, no augmentation, a fixed learning rate, no early stop.
 TINY = [
     "--arch", "tiny_vgg", "--image-size", "64", "--resize", "72", "--augment", "none", "--opt", "adamw",
-    "--lr", "0.003", "--weight-decay", "0", "--label-smoothing", "0", "--warmup-epochs", "0", "--sched", "cosine",
+    "--lr", "0.01", "--weight-decay", "0", "--label-smoothing", "0", "--warmup-epochs", "0", "--sched", "cosine",
     "--patience", "0", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--log-every", "100",
+    "--dev-fraction", "0",
 ]  # fmt: skip
 
 
@@ -43,18 +44,20 @@ def same_data(tmp_path_factory):
 def test_tiny_vgg_overfits_a_handful_of_images(tmp_path, same_data):
     run_dir = run_train(tmp_path, same_data, "run", "--epochs", "12")
     rows = read_rows(run_dir)
-    for column in ("train_loss", "val_loss"):
+    for column in ("train_loss", "dev_loss"):
         losses = [float(r[column]) for r in rows]
         assert losses[-1] < losses[0] - 0.01, f"{column} did not fall: {losses}"
-    best = max(float(r["val_acc"]) for r in rows)
+    best = max(float(r["dev_acc"]) for r in rows)
     assert best == 1.0, f"the model never classified all {len(CLASSES) * 4} training images right: {rows}"
-    for name in ("args.yaml", "metrics.csv", "best.pt", "last.pt", "curves.png"):
+    for name in ("args.yaml", "metrics.csv", "best.pt", "last.pt", "curves.png", "final.json"):
         assert (run_dir / name).is_file(), f"run directory lacks {name}: {sorted(p.name for p in run_dir.iterdir())}"
     ckpt = load_checkpoint(run_dir / "best.pt")
     record = ckpt["training"]
     assert ckpt["labels"] == CLASSES, f"labels should be the class folders, got {ckpt['labels']}"
     assert record["class_counts"]["train"] == dict.fromkeys(CLASSES, 4), f"bad class counts {record['class_counts']}"
-    assert record["best_val"]["val_acc"] == 1.0, f"best.pt is not the best epoch: {record}"
+    assert record["best_dev"]["dev_acc"] == 1.0, f"best.pt is not the best epoch: {record}"
+    assert record["final_val"]["accuracy"] == 1.0, f"best.pt's validation figures are missing: {record}"
+    assert "also picks the epoch" in record["dev_split"], f"selection on val must be said: {record['dev_split']}"
     assert ckpt["preprocess"]["crop"] == 64 and ckpt["preprocess"]["resize"] == 72, ckpt["preprocess"]
     saved = yaml.safe_load((run_dir / "args.yaml").read_text())
     assert saved["epochs"] == 12 and saved["arch"] == "tiny_vgg", f"args.yaml does not hold the resolved args: {saved}"
@@ -131,13 +134,13 @@ def test_pretrained_path_loads_convolutions_only(tmp_path):
     torch.save(donor.state_dict(), tmp_path / "donor.pt")
     model = ArtVGG(3, "tiny_vgg")
     head = model.classifier[6].weight.clone()
-    described = train.load_pretrained(model, str(tmp_path / "donor.pt"))
+    described = weights.load_pretrained(model, str(tmp_path / "donor.pt"))
     assert "feature tensors" in described, described
     assert torch.equal(model.features[0].weight, donor.features[0].weight), "conv weights were not copied"
     assert torch.equal(model.classifier[6].weight, head), "the head must keep its own initialisation"
 
     with pytest.raises(SystemExit, match="does not fit"):
-        train.load_pretrained(ArtVGG(3, "vgg16"), str(tmp_path / "donor.pt"))
+        weights.load_pretrained(ArtVGG(3, "vgg16"), str(tmp_path / "donor.pt"))
 
 
 def test_imagenet_unavailable_names_the_alternatives(monkeypatch):
@@ -149,22 +152,22 @@ def test_imagenet_unavailable_names_the_alternatives(monkeypatch):
 
     monkeypatch.setattr(torchvision.models, "get_weight", lambda name: Offline())
     with pytest.raises(SystemExit) as info:
-        train.load_pretrained(ArtVGG(3, "vgg16_bn"), "imagenet")
+        weights.load_pretrained(ArtVGG(3, "vgg16_bn"), "imagenet")
     message = str(info.value)
     assert "--pretrained PATH" in message and "--pretrained none" in message, message
     with pytest.raises(SystemExit, match="--pretrained none"):
-        train.load_pretrained(ArtVGG(3, "tiny_vgg"), "imagenet")
+        weights.load_pretrained(ArtVGG(3, "tiny_vgg"), "imagenet")
 
 
 def test_freeze_blocks_stops_gradients_in_the_first_blocks():
     model = ArtVGG(3, "tiny_vgg")
-    frozen = train.freeze_blocks(model, 2)
+    frozen = weights.freeze_blocks(model, 2)
     blocks = model.conv_blocks()
     assert len(frozen) == 2, frozen
     assert not any(p.requires_grad for b in blocks[:2] for p in b.parameters()), "first 2 blocks still train"
     assert all(p.requires_grad for b in blocks[2:] for p in b.parameters()), "later blocks were frozen too"
     with pytest.raises(SystemExit, match="convolution blocks"):
-        train.freeze_blocks(ArtVGG(3, "tiny_vgg"), len(blocks) + 1)
+        weights.freeze_blocks(ArtVGG(3, "tiny_vgg"), len(blocks) + 1)
 
 
 def test_stratified_split_without_val_folder(tmp_path):
@@ -179,7 +182,7 @@ def test_stratified_split_without_val_folder(tmp_path):
 
 def test_learning_rate_warms_up_then_decays_to_min():
     args = train.parse_args(["--lr", "0.1", "--min-lr", "0.001", "--epochs", "10", "--warmup-epochs", "1"])
-    lrs = [train.lr_at(args, step, steps_per_epoch=10) for step in range(100)]
+    lrs = [schedule.lr_at(args, step, steps_per_epoch=10) for step in range(100)]
     assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1), f"warm-up wrong: {lrs[:10]}"
     assert all(x >= y for x, y in zip(lrs[10:], lrs[11:], strict=False)), "cosine schedule is not decreasing"
     assert lrs[-1] == pytest.approx(0.001, abs=1e-3), f"schedule should end near --min-lr, ends at {lrs[-1]}"

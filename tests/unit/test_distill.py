@@ -1,0 +1,144 @@
+"""Fast CPU training: the teacher, distillation on the same views, the time budget, precision selection."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from handlers import precision
+from handlers.model import load_checkpoint
+from tests.imagefolder import make_train_val
+from tests.unit.test_training import TINY, read_rows
+from training import distill, teacher, train
+from training.cache import ImageCache
+
+CLASSES = ["icons", "prints", "statues"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_train_val(tmp_path_factory.mktemp("data"), CLASSES, per_class=4)
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory, data):
+    """A teacher fine-tuned for one epoch from a state dict the test writes (no package weights needed)."""
+    root = tmp_path_factory.mktemp("teacher")
+    torch.manual_seed(0)
+    imagenet_like = teacher.Teacher("lite0", [str(i) for i in range(1000)])
+    torch.save(imagenet_like.net.state_dict(), root / "imagenet.pth")
+    args = teacher.get_args_parser().parse_args(
+        ["--data", str(data), "--output", str(root / "run"), "--weights", str(root / "imagenet.pth")]
+        + ["--epochs", "1", "--batch-size", "4", "--dev-fraction", "0.25", "--device", "cpu"]
+    )
+    report = teacher.main(args)
+    assert set(report) == {"dev", "val"}, f"the teacher report needs dev and val tables: {report.keys()}"
+    assert set(report["val"]["per_class"]) <= set(CLASSES), report["val"]["per_class"]
+    saved = json.loads((root / "run" / "report.json").read_text())
+    assert saved["val"]["n_images"] == 6, f"val of 2 images x 3 classes expected: {saved['val']['n_images']}"
+    return root / "run" / "teacher.pt"
+
+
+def test_teacher_refuses_a_state_dict_of_another_shape(tmp_path):
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(SystemExit, match="does not fit"):
+        teacher.Teacher("lite0", CLASSES).load_imagenet(tmp_path / "bad.pth")
+
+
+def test_teacher_labels_must_match_the_run(teacher_ckpt):
+    loaded = teacher.load_teacher(teacher_ckpt, CLASSES)
+    assert not any(p.requires_grad for p in loaded.parameters()), "a loaded teacher must be frozen"
+    with pytest.raises(SystemExit, match="labels"):
+        teacher.load_teacher(teacher_ckpt, ["a", "b", "c"])
+
+
+def test_student_sees_the_teachers_crop_scaled_down(tmp_path, data, teacher_ckpt):
+    args = train.parse_args(
+        [*TINY, "--data", str(data), "--output", str(tmp_path / "r"), "--teacher", str(teacher_ckpt)]
+    )
+    args.workers = 0
+    trainer = train.Trainer(args)
+    order = torch.arange(len(trainer.train))
+    student, teacher_view, _ = trainer.batch(1, 0, order)
+    assert teacher_view.shape[-1] == 224, f"the teacher should see its own 224 px view, got {teacher_view.shape}"
+    assert student.shape[-1] == 64, f"the student should see --image-size 64, got {student.shape}"
+    scaled = F.interpolate(teacher_view.float(), size=(64, 64), mode="bilinear", antialias=True)
+    assert torch.allclose(student.float(), scaled), "the student's view is not the teacher's view scaled down"
+    again, _, _ = trainer.batch(1, 0, order)
+    assert torch.equal(again, student), "the same (epoch, step) must give the same views"
+    other, _, _ = trainer.batch(1, 1, order)
+    assert not torch.equal(other[:1], student[:1]), "another step must draw other views"
+
+
+def opinionated_teacher(data) -> teacher.Teacher:
+    """A random teacher with confident, image-dependent answers: BatchNorm statistics calibrated on the data
+    (random EfficientNet weights alone give near-zero activations) and a large random head."""
+    torch.manual_seed(3)
+    t = teacher.Teacher("lite0", CLASSES)
+    for m in t.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+    images = [ImageCache([(str(p), 0)]).images[0] for p in sorted((data / "train").glob("*/*.jpg"))]
+    batch = torch.stack([F.interpolate(i[None].float(), size=(224, 224))[0] for i in images])
+    t.train()
+    with torch.no_grad():
+        t(batch)
+    torch.nn.init.normal_(t.net._fc.weight, std=2.0)
+    return t.eval()
+
+
+def test_distillation_loss_falls_and_is_zero_for_identical_logits(tmp_path, data):
+    logits = torch.randn(4, 3)
+    assert distill.soft_target_loss(logits, logits, 2.0).abs() < 1e-6, "KL of identical outputs must be 0"
+    hard = torch.tensor(1.0)
+    assert distill.distillation_loss(logits, logits, hard, 0.25, 2.0) == pytest.approx(0.75), "blend weights wrong"
+    opinionated = opinionated_teacher(data)
+    teacher_ckpt = tmp_path / "teacher.pt"
+    teacher.save_teacher(teacher_ckpt, opinionated, {})
+    run = train.main(
+        train.parse_args(
+            [*TINY, "--data", str(data), "--output", str(tmp_path / "kd"), "--epochs", "6", "--teacher"]
+            + [str(teacher_ckpt), "--kd-weight", "1.0", "--kd-temperature", "2"]
+        )
+    )
+    losses = [float(r["train_loss"]) for r in read_rows(run)]
+    assert losses[0] > 0.05, f"the test teacher should disagree with an untrained student: {losses}"
+    assert losses[-1] < 0.95 * losses[0], f"the soft-target loss did not fall: {losses}"
+    assert load_checkpoint(run / "best.pt")["training"]["teacher"] == str(teacher_ckpt), "record lacks the teacher"
+
+
+def test_time_budget_and_resume_continue_the_same_schedule(tmp_path, data):
+    common = [*TINY, "--data", str(data), "--epochs", "2", "--augment", "art", "--mixup", "0.4"]
+    straight = train.main(train.parse_args([*common, "--output", str(tmp_path / "straight")]))
+    pieces = tmp_path / "pieces"
+    train.main(train.parse_args([*common, "--output", str(pieces), "--time-budget", "1e-6"]))
+    state = load_checkpoint(pieces / "last.pt")["resume"]
+    assert (state["epoch"], state["step"]) == (0, 1), f"a spent budget should stop after one step: {state}"
+    for _ in range(10):
+        train.main(train.parse_args([*common, "--output", str(pieces), "--time-budget", "1e-6", "--resume"]))
+        state = load_checkpoint(pieces / "last.pt")["resume"]
+        if state["epoch"] == 2:
+            break
+    assert state["epoch"] == 2, f"the run did not finish in 10 resumed pieces: {state}"
+    assert [int(r["epoch"]) for r in read_rows(pieces)] == [1, 2], "metrics.csv should hold each epoch once"
+    a = load_checkpoint(straight / "last.pt")["state_dict"]
+    b = load_checkpoint(pieces / "last.pt")["state_dict"]
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), f"{key} differs after budget + resume"
+
+
+def test_bf16_is_chosen_only_where_the_cpu_has_it(monkeypatch):
+    assert precision.cpu_has_native_bf16(frozenset({"avx512f", "avx512_bf16"}))
+    assert precision.cpu_has_native_bf16(frozenset({"amx_bf16", "amx_tile"}))
+    assert not precision.cpu_has_native_bf16(frozenset({"avx2", "avx512f", "avx512bw"}))
+    args = train.parse_args(["--device", "cpu"])
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda flags=None: False)
+    assert train.resolve_precision(args)[1:] == (None, False), "no native bf16: fp32, contiguous"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda flags=None: True)
+    assert train.resolve_precision(args)[1:] == (torch.bfloat16, True), "native bf16: bf16 autocast + channels_last"
+    args.amp = "off"
+    assert train.resolve_precision(args)[1:] == (None, False), "--amp off must win"

