@@ -159,6 +159,48 @@ def split_dev(samples: list[Sample], fraction: float, seed: int) -> tuple[list[S
     return sorted(train_s), sorted(dev_s)
 
 
+def read_labelled_csv(
+    path: str | Path, classes: Sequence[str], exclude: Sequence[Sample] = (), already: Sequence[Sample] = ()
+) -> tuple[list[Sample], dict]:
+    """Images and labels from a CSV with ``path`` and ``label`` columns (others are ignored), e.g. the curators'
+    ``corrections.csv`` or final tags. Relative paths are taken from the CSV's folder, else from the working
+    directory. Images in ``exclude`` (the dev and validation splits) are dropped, and images already in
+    ``already`` (the training split) skipped; returns the samples to add and a record of what the file gave.
+    A label that is not among ``classes`` or a missing file is an error naming it."""
+    import csv
+
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"path", "label"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: needs the columns path and label; it lacks {sorted(missing)}")
+        rows = list(reader)
+    excluded = {str(Path(p).resolve()) for p, _ in exclude}
+    present = {str(Path(p).resolve()) for p, _ in already}
+    samples, dropped, skipped, problems = [], 0, 0, []
+    for n, row in enumerate(rows, start=2):
+        label, image = (row["label"] or "").strip(), Path((row["path"] or "").strip())
+        if not image.is_absolute():
+            image = path.parent / image if (path.parent / image).exists() else image
+        if label not in classes:
+            problems.append(f"line {n}: label {label!r} is not one of {list(classes)}")
+        elif not image.is_file():
+            problems.append(f"line {n}: no such image {image}")
+        elif str(image.resolve()) in excluded:
+            dropped += 1
+        elif str(image.resolve()) in present:
+            skipped += 1
+        else:
+            present.add(str(image.resolve()))
+            samples.append((str(image), list(classes).index(label)))
+    if problems:
+        raise ValueError(f"{path}: {len(problems)} unusable rows: " + "; ".join(problems[:5]))
+    record = {"file": str(path), "rows": len(rows), "added": len(samples), "already_in_train": skipped,
+              "dropped_in_dev_or_val": dropped}  # fmt: skip
+    return samples, record
+
+
 def class_counts(samples: list[Sample], classes: Sequence[str]) -> dict[str, int]:
     counter = Counter(t for _, t in samples)
     return {name: counter.get(i, 0) for i, name in enumerate(classes)}

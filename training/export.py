@@ -101,6 +101,7 @@ def make_card(
             "source": data_source(training["data"]),
             "split": training.get("split"),
             "class_counts": training.get("class_counts"),
+            "extra_train": training.get("extra_train", []),
         },
         "metrics": metrics,
         "training": {

@@ -41,7 +41,7 @@ from handlers.precision import native_autocast_dtype
 from handlers.preprocessing import PreprocessConfig, normalize
 from training import runlog, schedule
 from training.cache import ImageCache, ViewConfig, epoch_order, step_generator, view_batch
-from training.data import DATA_DIR, class_counts, find_splits, split_dev
+from training.data import DATA_DIR, class_counts, find_splits, read_labelled_csv, split_dev
 from training.distill import distillation_loss
 from training.evaluate import compute_metrics, default_workers, eval_loader, predict
 from training.weights import freeze_blocks, load_pretrained
@@ -84,6 +84,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="share of train held out to pick the epoch; 0 = pick on the validation split (default: %(default)s)",
     )
     a("--limit-per-class", type=int, default=0, help="use at most N images per class and split, 0 = all (default: 0)")
+    a(
+        "--extra-train",
+        nargs="+",
+        default=[],
+        metavar="CSV",
+        help="labelled CSVs (path,label columns, e.g. "
+        "curators' corrections.csv) whose images join the training split, never dev or val (default: none)",
+    )
     a("--cache-side", type=int, default=256, help="longer side of the decoded images kept in memory (default: 256)")
     g = p.add_argument_group("model")
     a = g.add_argument
@@ -242,6 +250,11 @@ class Trainer:
             else f"the validation split ({self.splits.source}); it also picks the epoch"
         )
         self.dev = self.dev or self.splits.val
+        self.extra_train = []
+        for csv_path in args.extra_train:
+            added, record = read_labelled_csv(csv_path, self.splits.classes, self.dev + self.splits.val, self.train)
+            self.train += added
+            self.extra_train.append(record)
         self.cfg = PreprocessConfig(resize=args.resize, crop=args.image_size)
         self.model = ArtVGG(len(self.splits.classes), args.arch)
         self.pretrained = load_pretrained(self.model, args.pretrained)
@@ -289,6 +302,7 @@ class Trainer:
                 "dev": class_counts(self.dev, self.splits.classes),
                 "val": class_counts(self.splits.val, self.splits.classes),
             },
+            "extra_train": self.extra_train,
             "pretrained": self.pretrained,
             "teacher": self.args.teacher,
             "precision": {"autocast": str(self.amp_dtype), "channels_last": self.channels_last},
@@ -569,7 +583,8 @@ def main(args: argparse.Namespace) -> Path:
     print(
         f"data: {trainer.splits.source}; {len(trainer.splits.classes)} classes {trainer.splits.classes}; "
         f"{len(trainer.train)} train / {len(trainer.dev)} dev ({trainer.dev_source}) / {len(trainer.splits.val)} val\n"
-        f"cache: {len(trainer.cache)} images, {trainer.cache.nbytes() / 1e6:.0f} MB, {trainer.cache_seconds:.1f} s\n"
+        + "".join(f"extra: {r['file']} added {r['added']} of {r['rows']} rows\n" for r in trainer.extra_train)
+        + f"cache: {len(trainer.cache)} images, {trainer.cache.nbytes() / 1e6:.0f} MB, {trainer.cache_seconds:.1f} s\n"
         f"model: {args.arch}, weights {trainer.pretrained}, {args.freeze_blocks} blocks frozen, teacher "
         f"{args.teacher}; device {trainer.device}, autocast {trainer.amp_dtype}, channels_last "
         f"{trainer.channels_last}; run dir {run_dir}",

@@ -186,3 +186,29 @@ def test_learning_rate_warms_up_then_decays_to_min():
     assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1), f"warm-up wrong: {lrs[:10]}"
     assert all(x >= y for x, y in zip(lrs[10:], lrs[11:], strict=False)), "cosine schedule is not decreasing"
     assert lrs[-1] == pytest.approx(0.001, abs=1e-3), f"schedule should end near --min-lr, ends at {lrs[-1]}"
+
+
+def test_curator_csv_images_join_the_training_split_only(tmp_path):
+    data = make_train_val(tmp_path / "data", CLASSES, per_class=4)
+    curated = make_image_folder(tmp_path / "curated", CLASSES, per_class=1, seed=700)
+    val_image = sorted((data / "val" / "prints").glob("*.jpg"))[0]
+    train_image = sorted((data / "train" / "icons").glob("*.jpg"))[0]
+    corrections = tmp_path / "corrections.csv"
+    corrections.write_text(
+        "path,label,decision\n"
+        "curated/icons/700.jpg,statues,corrected\n"  # relative to the CSV's folder; the curator's label wins
+        f"{val_image},prints,accepted\n"  # a validation image: never trained on
+        f"{train_image},icons,accepted\n"  # already in the training split
+    )
+    run = run_train(tmp_path, data, "run", "--epochs", "1", "--extra-train", str(corrections))
+    record = load_checkpoint(run / "best.pt")["training"]
+    assert record["extra_train"] == [
+        {"file": str(corrections), "rows": 3, "added": 1, "already_in_train": 1, "dropped_in_dev_or_val": 1}
+    ], f"the record should say what the CSV added: {record['extra_train']}"
+    assert record["class_counts"]["train"] == {"icons": 4, "prints": 4, "statues": 5}, record["class_counts"]
+    assert yaml.safe_load((run / "args.yaml").read_text())["extra_train"] == [str(corrections)], "args.yaml lacks it"
+    assert (curated / "icons" / "700.jpg").is_file()
+
+    corrections.write_text("path,label\ncurated/icons/700.jpg,frescoes\n")
+    with pytest.raises(SystemExit, match="frescoes"):
+        run_train(tmp_path, data, "run2", "--epochs", "1", "--extra-train", str(corrections))
