@@ -54,3 +54,14 @@ def lr_at(args: argparse.Namespace, step: int, steps_per_epoch: int) -> float:
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def size_at(args: argparse.Namespace, epoch: int) -> int:
+    """Training crop side in ``epoch`` (1-based): grows linearly in steps of 16 under --progressive-from."""
+    if not args.progressive_from or args.progressive_from >= args.image_size:
+        return args.image_size
+    until = max(1, round(args.epochs * args.progressive_until))
+    if epoch >= until:
+        return args.image_size
+    size = args.progressive_from + (args.image_size - args.progressive_from) * (epoch - 1) / max(1, until - 1)
+    return min(args.image_size, int(round(size / 16) * 16))
