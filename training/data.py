@@ -54,10 +54,6 @@ class FolderScan:
     samples: list[Sample]
     skipped: list[str]
 
-    def counts(self) -> dict[str, int]:
-        counter = Counter(target for _, target in self.samples)
-        return {name: counter.get(i, 0) for i, name in enumerate(self.classes)}
-
 
 def class_folders(root: Path) -> list[str]:
     """Sorted names of the non-hidden sub-folders of ``root``; an error that says what is expected if none."""

@@ -25,9 +25,9 @@ import torch
 import yaml
 from torch import nn
 
-from deploy.serve import DATA_DIR
 from handlers.model import ARCHS, IMAGENET_WEIGHTS, ArtVGG, load_checkpoint, save_checkpoint
 from handlers.preprocessing import PreprocessConfig, normalize
+from training import DATA_DIR
 from training.data import Splits, TrainImages, art_augmentation, class_counts, find_splits
 from training.evaluate import compute_metrics, default_workers, eval_loader, predict
 
