@@ -10,14 +10,17 @@ import json
 import pytest
 import requests
 
-from deploy.archive import DEFAULT_NAME, ROOT, build_archive, default_card_path, sha256_file
+from deploy import ROOT
+from deploy.archive import build_archive
 from deploy.serve import require_trained
+from handlers import MODEL_NAME
+from handlers.card import default_card_path, sha256_file
 from handlers.model import build_model, load_checkpoint
 from tests.images import ART5_LABELS, corrupt_jpeg, jpeg
 
 pytestmark = pytest.mark.integration
 
-DEFAULT = ROOT / "model_store" / f"{DEFAULT_NAME}.pt"
+DEFAULT = ROOT / "model_store" / f"{MODEL_NAME}.pt"
 
 
 def test_default_checkpoint_matches_its_card():

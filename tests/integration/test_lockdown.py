@@ -13,7 +13,8 @@ import psutil
 import pytest
 import requests
 
-from deploy.serve import CONFIG, ROOT, Ports, Server, read_properties, render_config
+from deploy import ROOT
+from deploy.server import CONFIG, Ports, Server, read_properties, render_config
 from tests.conftest import run_server
 
 pytestmark = pytest.mark.integration

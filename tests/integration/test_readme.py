@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from deploy.archive import ROOT
+from deploy import ROOT
 from tests.images import jpeg
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy.archive import ROOT
-from deploy.serve import Ports, Server
+from deploy import ROOT
+from deploy.server import Ports, Server
 from loadtests import smoke
 from tests.images import ART5_LABELS, corrupt_jpeg, jpeg
 

@@ -9,11 +9,12 @@ import pytest
 import torch
 from torchvision.models import vgg16_bn
 
-from deploy.archive import build_archive, default_card_path, is_up_to_date
+from deploy.archive import build_archive, is_up_to_date
+from handlers.card import default_card_path
 from handlers.labels import read_label_map, validate_labels, write_label_map
 from handlers.model import ArtVGG, build_model, load_checkpoint, save_checkpoint
 from handlers.preprocessing import PreprocessConfig
-from tests.conftest import TINY_PREPROCESS, make_tiny_checkpoint
+from loadtests.harness import TINY_PREPROCESS, random_checkpoint
 from tests.images import ART5_LABELS
 
 
@@ -87,7 +88,7 @@ def test_label_map_file(tmp_path):
 
 
 def test_archive_contents(tmp_path):
-    ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    ckpt = random_checkpoint(tmp_path / "tiny.pt", "tiny_vgg")
     mar = build_archive(ckpt, tmp_path / "store")
     with zipfile.ZipFile(mar) as z:
         names = set(z.namelist())
@@ -106,7 +107,7 @@ def test_archive_contents(tmp_path):
 
 
 def test_archive_refuses_a_card_for_other_weights(tmp_path):
-    ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    ckpt = random_checkpoint(tmp_path / "tiny.pt", "tiny_vgg")
     default_card_path(ckpt).write_text(json.dumps({"version": "v1", "weights_sha256": "0" * 64}))
     with pytest.raises(ValueError, match="export the card and checkpoint together"):
         build_archive(ckpt, tmp_path / "store")
