@@ -4,7 +4,7 @@
 
 The archive holds the checkpoint, ``index_to_name.json`` generated from the checkpoint's labels, the
 model card (``model_card.json``, whose ``version`` the handler reports as ``model_version``), the
-``handlers`` package and ``deploy/model-config.yaml`` (dynamic batching settings).
+``handlers`` package and ``deploy/config/model-config.yaml`` (dynamic batching settings).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from handlers.labels import write_label_map
 from handlers.model import build_model, load_checkpoint
 
 HANDLERS_DIR = ROOT / "handlers"
-DEFAULT_MODEL_CONFIG = ROOT / "deploy" / "model-config.yaml"
+DEFAULT_MODEL_CONFIG = ROOT / "deploy" / "config" / "model-config.yaml"
 MODEL_STORE = ROOT / "model_store"
 
 

@@ -3,6 +3,8 @@
     python -m deploy.serve start [--checkpoint PATH]   # build the .mar if stale, start, wait for READY
     python -m deploy.serve status
     python -m deploy.serve stop
+
+``make serve``, ``make status`` and ``make stop`` run these; one server per ``--run-dir`` (default .serve/).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from pathlib import Path
 from deploy import ROOT
 from deploy.docker.model_ready import describe, ready_workers
 
-CONFIG = ROOT / "deploy" / "config.properties"
-METRICS_CONFIG = ROOT / "deploy" / "metrics.yaml"
+CONFIG = ROOT / "deploy" / "config" / "config.properties"
+METRICS_CONFIG = ROOT / "deploy" / "config" / "metrics.yaml"
 
 
 @dataclass(frozen=True)
