@@ -48,7 +48,7 @@ _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b
 @dataclass(frozen=True)
 class Limits:
     """Input limits, checked before any pixel is decoded. These defaults are the only ones: the ``handler:``
-    section of deploy/model-config.yaml, or ``ARTSERVE_MAX_BYTES``/``ARTSERVE_MAX_PIXELS``, may change them."""
+    section of deploy/config/model-config.yaml, or ``ARTSERVE_MAX_BYTES``/``ARTSERVE_MAX_PIXELS``, may change them."""
 
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000
