@@ -28,7 +28,9 @@ def test_default_checkpoint_matches_its_card():
     card = json.loads(default_card_path(DEFAULT).read_text(encoding="utf-8"))
     assert card["weights_sha256"] == sha256_file(DEFAULT), "the card describes other weights than the shipped ones"
     assert card["labels"] == list(ckpt["labels"]) == ART5_LABELS, card["labels"]
-    assert card["arch"] == ckpt["arch"] == "vgg16_bn" and card["preprocess"] == ckpt["preprocess"]
+    assert card["arch"] == ckpt["arch"] == "vgg16_bn" and card["preprocess"] == ckpt["preprocess"], (
+        f"card and checkpoint disagree: {card['arch']}/{ckpt['arch']}, {card['preprocess']}/{ckpt['preprocess']}"
+    )
     assert "training" in ckpt, "the default must be a trained checkpoint (deploy.serve refuses it otherwise)"
     require_trained(DEFAULT, allow_untrained=False)  # what `make serve` runs before starting anything
     assert card["metrics"]["export_check"]["changed_predictions"] == 0, card["metrics"]["export_check"]

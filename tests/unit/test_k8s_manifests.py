@@ -145,7 +145,9 @@ def test_hpa_scales_on_queue_time_with_behaviour(rendered):
         assert "artserve_queue_time_ms" in metrics, f"{overlay}: no queue-time Pods metric in {hpa['spec']['metrics']}"
         behaviour = hpa["spec"]["behavior"]
         assert behaviour["scaleDown"]["stabilizationWindowSeconds"] >= 120, f"{overlay}: scale-down would flap"
-        assert hpa["spec"]["scaleTargetRef"]["name"] == one(rendered[overlay], "Deployment")["metadata"]["name"]
+        assert hpa["spec"]["scaleTargetRef"]["name"] == one(rendered[overlay], "Deployment")["metadata"]["name"], (
+            f"{overlay}: the HPA scales {hpa['spec']['scaleTargetRef']}, not the Deployment"
+        )
 
 
 def test_adapter_serves_every_hpa_metric(rendered):
@@ -166,7 +168,9 @@ def test_keda_overlay_replaces_the_hpa_with_the_same_rules(rendered):
     assert not [o for o in keda if o["kind"] == "HorizontalPodAutoscaler"], "keda overlay still ships our HPA"
     scaled, hpa = one(keda, "ScaledObject")["spec"], one(gpu, "HorizontalPodAutoscaler")["spec"]
     assert scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == hpa["behavior"], "behaviour differs"
-    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (hpa["minReplicas"], hpa["maxReplicas"])
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (hpa["minReplicas"], hpa["maxReplicas"]), (
+        "KEDA replica bounds differ from the HPA's"
+    )
     thresholds = sorted(float(t["metadata"]["threshold"]) for t in scaled["triggers"])
     targets = sorted(float(m["pods"]["target"]["averageValue"]) for m in hpa["metrics"])
     assert thresholds == targets, f"KEDA thresholds {thresholds} differ from the HPA targets {targets}"
