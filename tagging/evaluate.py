@@ -20,6 +20,7 @@ from pathlib import Path
 from handlers.labels import read_label_map
 from handlers.model import load_checkpoint
 from tagging.client import Client
+from training import exit_on_bad_input
 from training.data import FolderScan
 from training.evaluate import add_report_args, report, scan_data
 
@@ -88,11 +89,7 @@ def run(args: argparse.Namespace) -> dict:
     return report(args, scan, predictions, time.perf_counter() - start, source)
 
 
-def main(args: argparse.Namespace) -> None:
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+main = exit_on_bad_input(run)
 
 
 if __name__ == "__main__":

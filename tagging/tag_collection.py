@@ -32,6 +32,7 @@ from handlers import MODEL_NAME
 from tagging.client import Client, Result
 from tagging.evaluate import labels_from
 from tagging.review_report import write_report
+from training import exit_on_bad_input
 from training.data import IMAGE_EXTENSIONS
 
 DEFAULT_URL = f"http://127.0.0.1:8080/predictions/{MODEL_NAME}"
@@ -318,11 +319,7 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
-def main(args: argparse.Namespace) -> None:
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+main = exit_on_bad_input(run)
 
 
 if __name__ == "__main__":

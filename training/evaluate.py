@@ -26,6 +26,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from handlers.classifier import ArtClassifier
 from handlers.model import load_checkpoint
 from handlers.preprocessing import PreprocessConfig
+from training import exit_on_bad_input
 from training.data import EvalImages, FolderScan, class_counts, scan_folder
 
 
@@ -259,11 +260,7 @@ def run(args: argparse.Namespace) -> dict:
     return report(args, scan, (y_true, y_pred, failures), time.perf_counter() - start, source)
 
 
-def main(args: argparse.Namespace) -> None:
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+main = exit_on_bad_input(run)
 
 
 if __name__ == "__main__":
