@@ -6,6 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.artserve-installed
 CHECKPOINT ?= model_store/art-category.pt
+# The default data set's validation images (training.DATA_DIR, overridden by ARTSERVE_DATA) and make serve's endpoint.
+DATA_VAL ?= $(or $(ARTSERVE_DATA),../shared/data/art5)/val
+PREDICT_URL ?= http://127.0.0.1:8080/predictions/art-category
 PYTEST_ARGS ?=
 
 .PHONY: help venv java system-deps serve stop status archive test test-unit test-integration lint clean
@@ -18,15 +21,16 @@ help:
 	@echo "make train [RUN=runs/art5 TRAIN_ARGS=...]  train (training/README.md); make export / make evaluate"
 	@echo "make teacher [TEACHER_ARGS=...]  fine-tune the EfficientNet-Lite teacher for distillation"
 	@echo "make tag [DIR=... URL=... OUT=...]  tag a folder/CSV of images through the server, with a review report"
+	@echo "make lint                     ruff (lint + format) and the import-linter contract (imports point one way)"
 	@echo "make test                     lint + unit + integration tests (no GPU needed)"
-	@echo "make loadtest [URL= USERS= DURATION= SHAPE=steady|stages|spike PROMETHEUS_URL=]  Locust run + report"
+	@echo "make loadtest [URL= USERS= DURATION=60|30s|2m SHAPE=steady|stages|spike PROMETHEUS_URL=]  Locust run + report"
 	@echo "make monitor                  local Prometheus (127.0.0.1:9090) scraping make serve's metrics"
 	@echo "make smoke                    32 concurrent requests, 2 corrupt, against make serve: answers and batching"
 	@echo "make bench                    CPU serving-efficiency benchmark (about 6 min on 2 cores)"
 	@echo "make faults / overload / soak [LOAD_ARGS=...]  reliability measurements (docs/reliability.md)"
 	@echo "make venv                     create/refresh .venv with the pinned stack"
 	@echo "make k8s-check                render and validate every Kubernetes overlay (no cluster needed)"
-	@echo "make k8s-render [OVERLAY=gpu]  print an overlay's manifests (gpu, cpu, keda)"
+	@echo "make k8s-render [OVERLAY=gpu]  print an overlay's manifests (gpu, laptop, keda)"
 
 # Reinstalled only when pyproject.toml changes; fast no-op otherwise.
 $(STAMP): pyproject.toml
@@ -75,12 +79,12 @@ export: venv
 	$(PY) -m training.export $(RUN) --output $(CHECKPOINT)
 
 evaluate: venv
-	$(PY) -m training.evaluate $(or $(DIR),../shared/data/art5/val) --checkpoint $(CHECKPOINT) --json $(RUN)/eval.json $(EVAL_ARGS)
+	$(PY) -m training.evaluate $(or $(DIR),$(DATA_VAL)) --checkpoint $(CHECKPOINT) --json $(RUN)/eval.json $(EVAL_ARGS)
 
 # Tag a collection through a running server (make serve) and write OUT/{tags.jsonl,tags.csv,report.html}.
 .PHONY: tag
 tag: venv
-	$(PY) -m loadtests.tag_collection $(or $(DIR),../shared/data/art5/val) --url $(or $(URL),http://127.0.0.1:8080/predictions/art-category) --out $(or $(OUT),runs/tag) $(TAG_ARGS)
+	$(PY) -m tagging.tag_collection $(or $(DIR),$(DATA_VAL)) --url $(or $(URL),$(PREDICT_URL)) --out $(or $(OUT),runs/tag) $(TAG_ARGS)
 
 # Load tests and monitoring (docs/benchmarks.md). `make serve` first; PROMETHEUS_URL=http://127.0.0.1:9090
 # (from `make monitor`) makes the report take the server-side latency from Prometheus.
@@ -99,9 +103,11 @@ monitor: venv system-deps
 bench: venv java
 	$(PY) -m loadtests.bench
 
+# The layers contract in pyproject.toml ([tool.importlinter]): handlers <- deploy <- training <- tagging <- loadtests.
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-logo
 
 test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -113,13 +119,9 @@ test: venv java system-deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Kubernetes (deploy/k8s/README.md): no cluster is contacted by any of these.
-.PHONY: k8s-sync k8s-check k8s-render
+.PHONY: k8s-check k8s-render
 OVERLAY ?= gpu
-k8s-sync: venv
-	$(PY) -m deploy.k8s.sync
-
 k8s-check: venv
-	$(PY) -m deploy.k8s.sync --check
 	$(PY) -m deploy.k8s.check
 
 k8s-render:

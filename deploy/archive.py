@@ -4,13 +4,12 @@
 
 The archive holds the checkpoint, ``index_to_name.json`` generated from the checkpoint's labels, the
 model card (``model_card.json``, whose ``version`` the handler reports as ``model_version``), the
-``handlers`` package and ``deploy/model-config.yaml`` (dynamic batching settings).
+``handlers`` package and ``deploy/config/model-config.yaml`` (dynamic batching settings).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -19,47 +18,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from deploy import ROOT
+from handlers import MODEL_NAME
+from handlers.card import ARCHIVE_CARD, default_card_path, load_or_make_card
 from handlers.labels import write_label_map
 from handlers.model import build_model, load_checkpoint
 
-ROOT = Path(__file__).resolve().parent.parent
 HANDLERS_DIR = ROOT / "handlers"
-DEFAULT_MODEL_CONFIG = ROOT / "deploy" / "model-config.yaml"
-DEFAULT_NAME = "art-category"
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def default_card_path(checkpoint: Path) -> Path:
-    """``run/best.pt`` -> ``run/best.card.json``: where training.export writes the model card."""
-    return checkpoint.with_suffix(".card.json")
-
-
-def load_or_make_card(checkpoint: Path, card_path: Path | None, ckpt: dict, name: str) -> dict:
-    """The checkpoint's model card, or a minimal one derived from the checkpoint itself."""
-    card_path = card_path or default_card_path(checkpoint)
-    weights_sha = sha256_file(checkpoint)
-    if card_path.exists():
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-        if card.get("weights_sha256") not in (None, weights_sha):
-            raise ValueError(
-                f"model card {card_path} describes weights {card['weights_sha256'][:12]}, "
-                f"but {checkpoint} is {weights_sha[:12]}: export the card and checkpoint together"
-            )
-    else:
-        card = {"name": name, "arch": ckpt["arch"], "labels": list(ckpt["labels"])}
-        if "training" in ckpt:
-            card["training"] = ckpt["training"]
-    card.setdefault("name", name)
-    card["weights_sha256"] = weights_sha
-    card.setdefault("version", f"{ckpt['arch']}-{weights_sha[:12]}")
-    return card
+DEFAULT_MODEL_CONFIG = ROOT / "deploy" / "config" / "model-config.yaml"
+MODEL_STORE = ROOT / "model_store"
 
 
 def is_up_to_date(mar: Path, inputs: list[Path]) -> bool:
@@ -78,8 +45,8 @@ def archive_inputs(checkpoint: Path, card_path: Path | None, model_config: Path)
 
 def build_archive(
     checkpoint: str | Path,
-    export_path: str | Path = ROOT / "model_store",
-    name: str = DEFAULT_NAME,
+    export_path: str | Path = MODEL_STORE,
+    name: str = MODEL_NAME,
     model_card: str | Path | None = None,
     model_config: str | Path = DEFAULT_MODEL_CONFIG,
     handler: str | Path = HANDLERS_DIR / "art_handler.py",
@@ -99,7 +66,7 @@ def build_archive(
         extra, staged = Path(tmp) / "extra", Path(tmp) / "out"
         shutil.copytree(HANDLERS_DIR, extra / "handlers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         write_label_map(extra / "index_to_name.json", ckpt["labels"])
-        (extra / "model_card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        (extra / ARCHIVE_CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
         archiver = Path(sys.executable).with_name("torch-model-archiver")
         cmd = [
             str(archiver),
@@ -143,8 +110,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model-config", default=str(DEFAULT_MODEL_CONFIG), help="TorchServe model-config.yaml (default: %(default)s)"
     )
-    p.add_argument("--name", default=DEFAULT_NAME, help="model name (default: %(default)s)")
-    p.add_argument("--export-path", default=str(ROOT / "model_store"), help="output folder (default: %(default)s)")
+    p.add_argument("--name", default=MODEL_NAME, help="model name (default: %(default)s)")
+    p.add_argument("--export-path", default=str(MODEL_STORE), help="output folder (default: %(default)s)")
     return p
 
 

@@ -1,44 +1,32 @@
-"""Start, check and stop a local TorchServe serving artserve's archive.
+"""Start, check and stop a local TorchServe serving artserve's archive (the library is ``deploy/server.py``).
 
     python -m deploy.serve start [--checkpoint PATH]   # build the .mar if stale, start, wait for READY
     python -m deploy.serve status
     python -m deploy.serve stop
 
-Each server runs in its own process group with its own run folder (config, logs, pid file, TMPDIR),
-so several can run side by side (tests use free ports) and ``stop`` ends every process it started.
-Readiness is the management API's ``GET /models/<name>`` showing a READY worker, not ``/ping``.
+``make serve``, ``make status`` and ``make stop`` run these; one server per ``--run-dir`` (default .serve/).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.archive import DEFAULT_MODEL_CONFIG, DEFAULT_NAME, ROOT, archive_inputs, build_archive, is_up_to_date
+from deploy import ROOT
+from deploy.archive import DEFAULT_MODEL_CONFIG, MODEL_STORE, archive_inputs, build_archive, is_up_to_date
+from deploy.server import Ports, Server, start_server
+from handlers import MODEL_NAME
 from handlers.model import load_checkpoint
 
-CONFIG = ROOT / "deploy" / "config.properties"
-METRICS_CONFIG = ROOT / "deploy" / "metrics.yaml"
-DEFAULT_CHECKPOINT = ROOT / "model_store" / f"{DEFAULT_NAME}.pt"
+DEFAULT_CHECKPOINT = MODEL_STORE / f"{MODEL_NAME}.pt"
 DEFAULT_RUN_DIR = ROOT / ".serve"
-DATA_DIR = Path(os.environ.get("ARTSERVE_DATA", ROOT.parent / "shared" / "data" / "art5"))
 
 NO_CHECKPOINT = """\
 No trained checkpoint at {path}.
 
 artserve never serves random weights as a classifier. To get a checkpoint:
-  * train one:   .venv/bin/python -m training.train --data {data} --output runs/art5
+  * train one:   make train RUN=runs/art5   (= .venv/bin/python -m training.train --output runs/art5)
                  (VGG16 trains at about 1 image/s on a 2-core CPU: use a GPU machine for the real model,
                  see training/README.md)
   * export it:   .venv/bin/python -m training.export runs/art5 --output {path}
@@ -46,233 +34,23 @@ artserve never serves random weights as a classifier. To get a checkpoint:
 """
 
 
-@dataclass(frozen=True)
-class Ports:
-    inference: int = 8080
-    management: int = 8081
-    metrics: int = 8082
-    worker: int = 9000  # first port of the frontend-to-worker sockets (/tmp/.ts.sock.<port>)
-    # TorchServe 0.12 always starts its gRPC servers (loopback by default); their ports must differ
-    # per server too, or a second server on the host fails with "Failed to bind to address :7070".
-    grpc_inference: int = 7070
-    grpc_management: int = 7071
-
-    @classmethod
-    def free(cls) -> Ports:
-        """Six distinct free ports (held open together while choosing, so none is picked twice)."""
-        sockets = [socket.socket() for _ in range(6)]
-        try:
-            for s in sockets:
-                s.bind(("127.0.0.1", 0))
-            return cls(*(s.getsockname()[1] for s in sockets))
-        finally:
-            for s in sockets:
-                s.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def read_properties(path: Path) -> dict[str, str]:
-    props = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            props[key.strip()] = value.strip()
-    return props
-
-
-def _with_port(address: str, port: int, bind: str | None) -> str:
-    scheme, rest = address.split("://", 1)
-    host = bind or rest.rsplit(":", 1)[0]
-    return f"{scheme}://{host}:{port}"
-
-
-def render_config(
-    run_dir: Path,
-    model_store: Path,
-    mar_name: str,
-    ports: Ports,
-    bind: str | None = None,
-    overrides: dict | None = None,
-) -> Path:
-    """deploy/config.properties with this run's ports, paths and any ``overrides``, in ``run_dir``."""
-    props = read_properties(CONFIG)
-    props["inference_address"] = _with_port(props["inference_address"], ports.inference, bind)
-    props["management_address"] = _with_port(props["management_address"], ports.management, bind or "127.0.0.1")
-    props["metrics_address"] = _with_port(props["metrics_address"], ports.metrics, bind)
-    props["initial_worker_port"] = str(ports.worker)
-    props["grpc_inference_port"] = str(ports.grpc_inference)
-    props["grpc_management_port"] = str(ports.grpc_management)
-    props["model_store"] = str(model_store.resolve())
-    props["allowed_urls"] = (
-        "^file://" + re.escape(str(model_store.resolve())).replace("\\", "\\\\") + "/[A-Za-z0-9._-]+\\\\.mar$"
-    )
-    props["metrics_config"] = str(METRICS_CONFIG)
-    props["load_models"] = mar_name
-    props.update(overrides or {})
-    path = run_dir / "config.properties"
-    path.write_text("".join(f"{k}={v}\n" for k, v in props.items()), encoding="utf-8")
-    return path
-
-
-class Server:
-    """A TorchServe process group started by :func:`start_server`."""
-
-    def __init__(self, run_dir: Path, ports: Ports, name: str, pid: int, host: str = "127.0.0.1") -> None:
-        self.run_dir, self.ports, self.name, self.pid, self.host = run_dir, ports, name, pid, host
-
-    @property
-    def inference_url(self) -> str:
-        return f"http://{self.host}:{self.ports.inference}"
-
-    @property
-    def management_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.management}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{self.host}:{self.ports.metrics}/metrics"
-
-    @property
-    def predict_url(self) -> str:
-        return f"{self.inference_url}/predictions/{self.name}"
-
-    @property
-    def log_dir(self) -> Path:
-        return self.run_dir / "logs"
-
-    def alive(self) -> bool:
-        """True while any process of the server's group runs (our own exited child is reaped first)."""
-        try:
-            os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-        try:
-            os.killpg(self.pid, 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
-
-    def model_status(self) -> list[dict]:
-        """The management API's description of the model (workers and their status)."""
-        with urllib.request.urlopen(f"{self.management_url}/models/{self.name}", timeout=5) as r:
-            return json.loads(r.read())
-
-    def is_ready(self) -> bool:
-        try:
-            return any(w.get("status") == "READY" for m in self.model_status() for w in m.get("workers", []))
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
-
-    def wait_ready(self, timeout: float = 180.0) -> float:
-        """Block until a worker is READY; return the seconds waited. Raises with the log tail on failure."""
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if self.is_ready():
-                return time.monotonic() - start
-            if not self.alive():
-                raise RuntimeError(f"TorchServe exited before the model was READY.\n{self.log_tail()}")
-            time.sleep(0.25)
-        raise TimeoutError(f"model {self.name} not READY after {timeout:.0f} s.\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        out = []
-        for name in ("torchserve.out", "model_log.log", "ts_log.log"):
-            path = self.log_dir / name
-            if path.exists():
-                tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
-                out.append(f"--- {path} (last {len(tail)} lines)\n" + "\n".join(tail))
-        return "\n".join(out) or f"(no logs in {self.log_dir})"
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the whole process group (frontend, launcher, workers), SIGKILL after ``timeout``."""
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and self.alive():
-                time.sleep(0.1)
-            if not self.alive():
-                break
-        (self.run_dir / "torchserve.pid").unlink(missing_ok=True)
-
-    def save(self) -> None:
-        state = {"pid": self.pid, "ports": self.ports.__dict__, "name": self.name, "host": self.host}
-        (self.run_dir / "torchserve.pid").write_text(json.dumps(state), encoding="utf-8")
-
-    @classmethod
-    def load(cls, run_dir: Path) -> Server | None:
-        path = run_dir / "torchserve.pid"
-        if not path.exists():
-            return None
-        state = json.loads(path.read_text(encoding="utf-8"))
-        return cls(run_dir, Ports(**state["ports"]), state["name"], state["pid"], state.get("host", "127.0.0.1"))
-
-
-def start_server(
-    mar: Path,
-    run_dir: Path,
-    ports: Ports | None = None,
-    bind: str | None = None,
-    overrides: dict | None = None,
-    env: dict | None = None,
-) -> Server:
-    """Start TorchServe serving ``mar`` (its folder is the model store); returns at once."""
-    mar = Path(mar).resolve()
-    ports = ports or Ports()
-    run_dir = Path(run_dir).resolve()
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    (run_dir / "tmp").mkdir(exist_ok=True)
-    config = render_config(run_dir, mar.parent, mar.name, ports, bind, overrides)
-    torchserve = Path(sys.executable).with_name("torchserve")
-    if not torchserve.exists():
-        raise FileNotFoundError(f"{torchserve} not found: run `make venv` first")
-    proc_env = dict(os.environ)
-    proc_env.update(
-        TMPDIR=str(run_dir / "tmp"),  # TorchServe's pid file lives there: one per server
-        LOG_LOCATION=str(run_dir / "logs"),
-        METRICS_LOCATION=str(run_dir / "logs"),
-        PATH=f"{torchserve.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
-    proc_env.pop("PYTHONPATH", None)  # workers import the handler code from the archive only
-    proc_env.update(env or {})
-    with open(run_dir / "logs" / "torchserve.out", "ab") as out:
-        proc = subprocess.Popen(
-            [str(torchserve), "--start", "--foreground", "--ncs", "--ts-config", str(config)],
-            cwd=run_dir,
-            env=proc_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    name = mar.stem
-    host = "127.0.0.1" if bind in (None, "0.0.0.0") else bind
-    server = Server(run_dir, ports, name, proc.pid, host)
-    server.save()
-    return server
-
-
-def require_trained(checkpoint: Path, allow_untrained: bool) -> None:
+def require_trained(checkpoint: Path, allow_untrained: bool) -> dict:
+    """The checkpoint, loaded; exits with instructions when it is missing or records no training run."""
     if not checkpoint.exists():
-        raise SystemExit(NO_CHECKPOINT.format(path=checkpoint, data=DATA_DIR))
+        raise SystemExit(NO_CHECKPOINT.format(path=checkpoint))
     ckpt = load_checkpoint(checkpoint)
     if "training" not in ckpt and not allow_untrained:
         raise SystemExit(
             f"{checkpoint} records no training run (no 'training' entry): refusing to serve it as a classifier.\n"
             "Use a checkpoint written by training.train or training.export (--allow-untrained: plumbing tests only)."
         )
+    return ckpt
 
 
-def curl_example(server: Server) -> str:
-    sample = next(iter(sorted((DATA_DIR / "val").glob("*/*.jpg"))), None) if DATA_DIR.exists() else None
+def curl_example(server: Server, ckpt: dict) -> str:
+    """A curl command for ``server`` with a validation image of the data the model was trained on, if it is here."""
+    data = ckpt.get("training", {}).get("data")
+    sample = next(iter(sorted(Path(data).glob("val/*/*.jpg"))), None) if data else None
     image = str(sample) if sample else "artwork.jpg"
     return (
         f"curl -H 'Content-Type: image/jpeg' --data-binary @{image} \\\n"
@@ -286,7 +64,7 @@ def cmd_start(args: argparse.Namespace) -> None:
     if running and running.alive():
         raise SystemExit(f"a server from {run_dir} is already running (pid {running.pid}); `make stop` first")
     checkpoint = Path(args.checkpoint)
-    require_trained(checkpoint, args.allow_untrained)
+    ckpt = require_trained(checkpoint, args.allow_untrained)
     mar = Path(args.model_store) / f"{args.name}.mar"
     if is_up_to_date(mar, archive_inputs(checkpoint, None, Path(args.model_config))):
         print(f"archive {mar} is up to date")
@@ -307,7 +85,7 @@ def cmd_start(args: argparse.Namespace) -> None:
         server.stop()
         raise SystemExit(str(e)) from None
     print(f"model {server.name} READY after {took:.1f} s\n")
-    print(f"Classify an image:\n  {curl_example(server)}\n")
+    print(f"Classify an image:\n  {curl_example(server, ckpt)}\n")
     print(f"Metrics:  curl http://127.0.0.1:{ports.metrics}/metrics")
     print(f"Logs:     {server.log_dir}/  (model_log.log: handler, ts_log.log: frontend)")
     print("Stop:     make stop")
@@ -333,15 +111,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=("start", "stop", "status"), help="what to do")
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="checkpoint to serve (default: %(default)s)")
-    p.add_argument("--name", default=DEFAULT_NAME, help="model name (default: %(default)s)")
-    p.add_argument(
-        "--model-store", default=str(ROOT / "model_store"), help="where the .mar goes (default: %(default)s)"
-    )
+    p.add_argument("--name", default=MODEL_NAME, help="model name (default: %(default)s)")
+    p.add_argument("--model-store", default=str(MODEL_STORE), help="where the .mar goes (default: %(default)s)")
     p.add_argument("--model-config", default=str(DEFAULT_MODEL_CONFIG), help="model-config.yaml (default: %(default)s)")
     p.add_argument("--run-dir", default=str(DEFAULT_RUN_DIR), help="config, logs and pid file (default: %(default)s)")
-    p.add_argument("--inference-port", type=int, default=8080, help="default: %(default)s")
-    p.add_argument("--management-port", type=int, default=8081, help="default: %(default)s")
-    p.add_argument("--metrics-port", type=int, default=8082, help="default: %(default)s")
+    p.add_argument("--inference-port", type=int, default=Ports.inference, help="default: %(default)s")
+    p.add_argument("--management-port", type=int, default=Ports.management, help="default: %(default)s")
+    p.add_argument("--metrics-port", type=int, default=Ports.metrics, help="default: %(default)s")
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for READY (default: %(default)s)")
     p.add_argument(
         "--allow-untrained", action="store_true", help="serve a checkpoint with no training record (default: off)"

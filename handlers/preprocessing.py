@@ -1,8 +1,10 @@
 """Image preprocessing, defined once: bytes -> RGB image -> uint8 tensor -> normalised float batch.
 
-Training evaluation, ``training.evaluate`` and the serving handler all call these functions, so the
-model sees the same tensor for the same image wherever it runs (``tests/unit/test_preprocessing.py``
-proves it).
+Training, evaluation and the serving classifier (``classifier.py``) all call these functions, so the
+model sees the same tensor for the same image wherever it runs. ``tests/integration/test_skew.py`` proves
+it end to end (a trained, exported model answers the same through a real TorchServe as in-process, and
+``training.evaluate`` agrees with ``tagging.evaluate`` against the server); ``tests/unit/test_preprocessing.py``
+checks each step, the crop against torchvision's ``Resize`` + ``CenterCrop``.
 
 Steps: refuse oversize payloads and images before decoding them (decompression bombs), decode one of
 the supported formats (first frame of animations), apply EXIF orientation, convert any mode to 8-bit
@@ -45,7 +47,8 @@ _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b
 
 @dataclass(frozen=True)
 class Limits:
-    """Input limits, checked before any pixel is decoded."""
+    """Input limits, checked before any pixel is decoded. These defaults are the only ones: the ``handler:``
+    section of deploy/config/model-config.yaml, or ``ARTSERVE_MAX_BYTES``/``ARTSERVE_MAX_PIXELS``, may change them."""
 
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000

@@ -5,8 +5,8 @@
 All in one run on one machine, with one random-weight VGG16-BN (throughput only: random weights are
 not a classifier, and the speed of a forward pass does not depend on the weights' values):
 
-* **ceiling**: throughput of the model's forward pass (normalise + VGG16-BN + softmax) on
-  already-decoded 224x224 uint8 batches, at each batch size the sweep serves: the better of one
+* **ceiling**: throughput of ``ArtClassifier.predict`` (normalise + VGG16-BN + softmax, the handler's
+  own step) on already-decoded 224x224 uint8 batches, at each batch size the sweep serves: the better of one
   process using all ``--threads`` and ``--threads`` single-thread processes running at once. JPEG decoding and
   resizing are measured separately (``preprocess_ms_per_image``) and are *not* in the ceiling.
 * **served**: TorchServe with artserve's handler and dynamic batching, one configuration
@@ -14,7 +14,7 @@ not a classifier, and the speed of a forward pass does not depend on the weights
 * **naive**: loadtests/naive_server.py, one request = one decode + one batch-1 forward pass.
 
 Load: ``--clients`` (default 4) closed-loop clients posting real JPEGs from ``--images`` (default
-../shared/data/art5/val) through loadtests/client.py, after a warm-up. Writes
+../shared/data/art5/val) through tagging/client.py, after a warm-up. Writes
 ``loadtests/results/bench-<timestamp>/``: ``results.md`` (table), ``throughput_vs_p95.png``,
 ``summary.json`` (best configuration: highest served throughput with p99 under ``--p99-target-ms``).
 Efficiency = served / ceiling at the configuration's effective batch size (its batchSize, at most
@@ -46,18 +46,18 @@ import requests
 import torch
 import yaml
 
+from deploy import ROOT
 from deploy.archive import DEFAULT_MODEL_CONFIG, build_archive
-from deploy.serve import DATA_DIR, Ports, free_port, start_server
-from handlers.model import ArtVGG, save_checkpoint
-from handlers.postprocessing import probabilities
-from handlers.preprocessing import PreprocessConfig, normalize, preprocess_bytes
-from loadtests.client import Client
+from deploy.server import Ports, free_port, start_server
+from handlers import MODEL_NAME
+from handlers.classifier import ArtClassifier
+from loadtests.harness import random_checkpoint
+from tagging.client import Client
+from training import DATA_DIR
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-LABELS = ["drawings", "engraving", "iconography", "painting", "sculpture"]
 SHARED_NOTE = "figures vary with other load on the machine (see load_average_1_5_15m); ratios are same-run"
 
 
@@ -105,36 +105,36 @@ def machine() -> dict:
 # Measurements.
 
 
-def forward_rate(model: ArtVGG, cfg: PreprocessConfig, batch: int, min_seconds: float, barrier=None) -> float:
-    """Images/s of normalise + forward + softmax on decoded uint8 batches (one untimed warm-up)."""
-    x = torch.randint(0, 256, (batch, 3, cfg.crop, cfg.crop), dtype=torch.uint8)
-    with torch.inference_mode():
-        probabilities(model(normalize(x, cfg)))
-        if barrier is not None:
-            barrier.wait()
-        start, n = time.perf_counter(), 0
-        while n < 2 or time.perf_counter() - start < min_seconds:
-            probabilities(model(normalize(x, cfg)))
-            n += 1
+def forward_rate(classifier: ArtClassifier, batch: int, min_seconds: float, barrier=None) -> float:
+    """Images/s of ``classifier.predict`` on decoded uint8 batches (one untimed warm-up)."""
+    crop = classifier.preprocess.crop
+    x = torch.randint(0, 256, (batch, 3, crop, crop), dtype=torch.uint8)
+    classifier.predict(x)
+    if barrier is not None:
+        barrier.wait()
+    start, n = time.perf_counter(), 0
+    while n < 2 or time.perf_counter() - start < min_seconds:
+        classifier.predict(x)
+        n += 1
     return n * batch / (time.perf_counter() - start)
 
 
-def _one_thread_worker(arch: str, batch: int, min_seconds: float, barrier, results) -> None:
+def _one_thread_worker(checkpoint: Path, batch: int, min_seconds: float, barrier, results) -> None:
     torch.set_num_threads(1)
-    model = ArtVGG(len(LABELS), arch).eval()
-    results.put(forward_rate(model, PreprocessConfig(), batch, min_seconds, barrier))
+    results.put(forward_rate(ArtClassifier.load(checkpoint), batch, min_seconds, barrier))
 
 
-def ceiling(model: ArtVGG, cfg: PreprocessConfig, batch: int, min_seconds: float, threads: int) -> dict:
+def ceiling(classifier: ArtClassifier, checkpoint: Path, batch: int, min_seconds: float, threads: int) -> dict:
     """The best of: one process with ``threads`` torch threads, and ``threads`` single-thread processes
-    at once (what several TorchServe workers do). Both are measured; on a CPU shared with other jobs
-    multi-threaded torch can lose much more to contention than independent single-thread processes."""
-    rates = {"in_process": forward_rate(model, cfg, batch, min_seconds)}
+    at once (what several TorchServe workers do), each with ``checkpoint``'s classifier. Both are measured;
+    on a CPU shared with other jobs multi-threaded torch can lose much more to contention than independent
+    single-thread processes."""
+    rates = {"in_process": forward_rate(classifier, batch, min_seconds)}
     if threads > 1:
         ctx = multiprocessing.get_context("spawn")
         barrier, results = ctx.Barrier(threads), ctx.Queue()
         procs = [
-            ctx.Process(target=_one_thread_worker, args=(model.arch, batch, min_seconds, barrier, results))
+            ctx.Process(target=_one_thread_worker, args=(checkpoint, batch, min_seconds, barrier, results))
             for _ in range(threads)
         ]
         for proc in procs:
@@ -145,10 +145,10 @@ def ceiling(model: ArtVGG, cfg: PreprocessConfig, batch: int, min_seconds: float
     return {"img_s": max(rates.values()), **rates}
 
 
-def preprocess_ms(images: list[Path], cfg: PreprocessConfig) -> float:
+def preprocess_ms(images: list[Path], classifier: ArtClassifier) -> float:
     start = time.perf_counter()
     for path in images:
-        preprocess_bytes(path.read_bytes(), cfg)
+        classifier.decode(path.read_bytes())
     return (time.perf_counter() - start) * 1000 / len(images)
 
 
@@ -243,7 +243,7 @@ def run_naive(checkpoint: Path, images: list[Path], args) -> dict:
                 if proc.poll() is not None:
                     raise RuntimeError(f"naive server exited with {proc.returncode}") from None
                 time.sleep(0.5)
-        return measure(f"{url}/predictions/art-category", images, args)
+        return measure(f"{url}/predictions/{MODEL_NAME}", images, args)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -330,22 +330,19 @@ def main(args: argparse.Namespace) -> dict:
     images = sorted(Path(args.images).rglob("*.jpg"))[: args.max_images]
     if not images:
         raise SystemExit(f"no .jpg images under {args.images}: pass --images")
-    cfg = PreprocessConfig()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = ArtVGG(len(LABELS), args.arch).eval()
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="artserve-bench-") as tmp:
         work = Path(tmp)
-        checkpoint = work / f"random-{args.arch}.pt"
-        save_checkpoint(checkpoint, model, LABELS, cfg)  # random weights: a throughput fixture only
+        checkpoint = random_checkpoint(work / f"random-{args.arch}.pt", args.arch)  # a throughput fixture only
+        classifier = ArtClassifier.load(checkpoint)
 
         batches = sorted({min(c.batch, args.clients) for c in configs} | {1})
-        ceiling_runs = {b: ceiling(model, cfg, b, args.ceiling_seconds, args.threads) for b in batches}
+        ceiling_runs = {b: ceiling(classifier, checkpoint, b, args.ceiling_seconds, args.threads) for b in batches}
         ceilings = {b: run["img_s"] for b, run in ceiling_runs.items()}
-        prep = preprocess_ms(images[:32], cfg)
+        prep = preprocess_ms(images[:32], classifier)
         print(f"ceiling img/s by batch: { {b: round(v, 2) for b, v in ceilings.items()} }; preprocess {prep:.1f} ms")
-        del model
+        del classifier
 
         naive = {"name": "naive (1 request = 1 forward)", **run_naive(checkpoint, images, args)}
         print(f"naive: {naive['img_s']:.2f} img/s, p99 {naive.get('p99_ms', 0):.0f} ms")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import requests
 
+from deploy.docker.model_ready import describe
 from loadtests.harness import add_target_args, default_image, target
 
 
@@ -56,16 +57,12 @@ class KillReport:
         return self.attempts - self.ok - self.server_errors - self.connection_errors - len(self.unexpected)
 
 
-def workers(management_url: str, model: str) -> list[dict]:
-    r = requests.get(f"{management_url}/models/{model}", timeout=5)
-    r.raise_for_status()
-    return [w for m in r.json() for w in m.get("workers", [])]
-
-
 def ready_pids(management_url: str, model: str) -> set[int]:
+    """The pids of the model's READY workers; none while the management API does not answer."""
     try:
-        return {w["pid"] for w in workers(management_url, model) if w.get("status") == "READY"}
-    except (requests.RequestException, ValueError, KeyError):
+        versions = describe(management_url, model, timeout=5)
+        return {w["pid"] for m in versions for w in m.get("workers", []) if w.get("status") == "READY"}
+    except (OSError, ValueError, KeyError):  # urllib's errors are OSErrors
         return set()
 
 

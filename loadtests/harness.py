@@ -1,8 +1,10 @@
-"""Target selection shared by the soak and overload commands: a running server, or a throwaway one.
+"""What the load tools measure: a running server or a throwaway one, and the random-weight checkpoint fixture.
 
 ``--url``/``--management`` point at a server that is already running. ``--checkpoint PATH`` or
 ``--random-weights ARCH`` start a throwaway TorchServe on free loopback ports for the run and stop
 it afterwards; random weights measure throughput and memory only, never classification.
+:func:`random_checkpoint` is the one such fixture: the benchmarks, the cold-start measurement and the
+tests all make theirs with it.
 """
 
 from __future__ import annotations
@@ -19,16 +21,21 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-import requests
 import torch
 from PIL import Image
 
 from deploy.archive import build_archive
-from deploy.serve import DATA_DIR, Ports, start_server
+from deploy.docker.model_ready import describe
+from deploy.server import Ports, start_server
+from handlers import MODEL_NAME
 from handlers.model import ArtVGG, save_checkpoint
 from handlers.preprocessing import PreprocessConfig
+from training import DATA_DIR
 
+#: The art5 data set's classes (its folder names): the labels of every random-weight fixture.
 LABELS = ["drawings", "engraving", "iconography", "painting", "sculpture"]
+#: ``tiny_vgg``'s preprocessing: 64 px crops, so that a forward pass takes milliseconds on a CPU.
+TINY_PREPROCESS = PreprocessConfig(resize=72, crop=64)
 
 
 @dataclass(frozen=True)
@@ -43,9 +50,8 @@ class Target:
         return f"{self.inference_url}/predictions/{self.model}"
 
     def model_status(self) -> dict:
-        r = requests.get(f"{self.management_url}/models/{self.model}", timeout=10)
-        r.raise_for_status()
-        return r.json()[0]
+        """The management API's description of the model's (first) version."""
+        return describe(self.management_url, self.model, timeout=10)[0]
 
     def queue_limit(self) -> int:
         """job_queue_size as the server reports it (remaining + pending capacity of the model's queue)."""
@@ -68,7 +74,7 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("target (a running server, or a throwaway one started for the run)")
     g.add_argument("--url", default="http://127.0.0.1:8080", help="inference address (default: %(default)s)")
     g.add_argument("--management", default="http://127.0.0.1:8081", help="management address (default: %(default)s)")
-    g.add_argument("--model", default="art-category", help="model name (default: %(default)s)")
+    g.add_argument("--model", default=MODEL_NAME, help="model name (default: %(default)s)")
     g.add_argument("--checkpoint", default=None, help="start a throwaway server for this checkpoint (default: off)")
     g.add_argument(
         "--random-weights",
@@ -86,13 +92,15 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def random_checkpoint(path: Path, arch: str, labels: list[str] = LABELS) -> Path:
+def random_checkpoint(
+    path: Path, arch: str, labels: list[str] = LABELS, dtype: torch.dtype = torch.float32, seed: int = 0
+) -> Path:
     """A random-weight checkpoint with no training record: ``deploy.serve`` refuses it unless told it is a
-    throughput/memory fixture; it is never a classifier."""
-    torch.manual_seed(0)
-    preprocess = PreprocessConfig(resize=72, crop=64) if arch == "tiny_vgg" else PreprocessConfig()
+    throughput/memory fixture; it is never a classifier. ``tiny_vgg`` gets :data:`TINY_PREPROCESS`."""
+    torch.manual_seed(seed)
+    preprocess = TINY_PREPROCESS if arch == "tiny_vgg" else PreprocessConfig()
     note = {"note": "random weights: for throughput and memory measurements only, never a classifier"}
-    save_checkpoint(path, ArtVGG(len(labels), arch), labels, preprocess, extra=note)
+    save_checkpoint(path, ArtVGG(len(labels), arch), labels, preprocess, dtype=dtype, extra=note)
     return path
 
 

@@ -1,7 +1,7 @@
 """Run the Locust load test headless against a running server and write a report people can look at.
 
     python -m loadtests.loadtest --url http://127.0.0.1:8080 --users 8 --duration 60 --shape stages
-    make loadtest URL=http://127.0.0.1:8080 USERS=8 DURATION=60 SHAPE=stages
+    make loadtest URL=http://127.0.0.1:8080 USERS=8 DURATION=2m SHAPE=stages    # seconds, or 30s, 2m, 1h30m
 
 Writes ``loadtests/results/<timestamp>/``: Locust's CSVs (``locust_stats.csv``,
 ``locust_stats_history.csv``, ``locust_failures.csv``, ``locust_exceptions.csv``), ``report.html``,
@@ -19,6 +19,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -32,12 +33,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import requests  # noqa: E402
 
+from deploy import ROOT  # noqa: E402
+from handlers import MODEL_NAME  # noqa: E402
 from loadtests import metrics  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 RESULTS = ROOT / "loadtests" / "results"
 PREFIX = "locust"
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds from ``60`` or from Locust's ``--run-time`` syntax (``30s``, ``2m``, ``1h30m``)."""
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?", text.strip())
+    if not match or not any(match.groups()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give seconds (60) or 30s, 2m, 1h30m")
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -47,9 +58,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=os.environ.get("URL", "http://127.0.0.1:8080"),
         help="inference address, or a prediction URL .../predictions/<model> (default: %(default)s)",
     )
-    p.add_argument("--model", default=None, help="model name (default: from --url, else art-category)")
+    p.add_argument("--model", default=None, help=f"model name (default: from --url, else {MODEL_NAME})")
     p.add_argument("--users", type=int, default=8, help="peak concurrent users (default: %(default)s)")
-    p.add_argument("--duration", type=int, default=60, help="seconds (default: %(default)s)")
+    p.add_argument(
+        "--duration",
+        type=duration_seconds,
+        default=60,
+        help="run time: seconds, or Locust's syntax such as 30s, 2m, 1h30m (default: %(default)s s)",
+    )
     p.add_argument(
         "--shape", choices=("steady", "stages", "spike"), default="steady", help="load shape (default: %(default)s)"
     )
@@ -78,7 +94,7 @@ def default_metrics_url(url: str) -> str:
 def split_url(url: str, model: str | None) -> tuple[str, str]:
     """``http://h:8080/predictions/m`` -> (``http://h:8080``, ``m``); a bare address keeps ``model``."""
     base, _, named = url.rstrip("/").partition("/predictions/")
-    return base, model or named.split("/")[0] or "art-category"
+    return base, model or named.split("/")[0] or MODEL_NAME
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

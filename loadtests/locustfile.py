@@ -24,7 +24,6 @@ import base64
 import io
 import json
 import logging
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +32,11 @@ from locust import HttpUser, LoadTestShape, events, task
 from locust.stats import StatsEntry
 from PIL import Image
 
+from handlers import MODEL_NAME
 from loadtests.validation import check_prediction
+from training import DATA_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_IMAGE_DIR = Path(os.environ.get("ARTSERVE_DATA", ROOT.parent / "shared" / "data" / "art5")) / "val"
+DEFAULT_IMAGE_DIR = DATA_DIR / "val"
 BAD_PREFIX = "bad:"
 
 log = logging.getLogger("artserve.loadtest")
@@ -64,7 +64,7 @@ def add_arguments(parser) -> None:
         env_var="ARTSERVE_LABELS",
         help="comma-separated label set (default: the class folder names under --image-dir)",
     )
-    group.add_argument("--model", default="art-category", env_var="ARTSERVE_MODEL", help="default: art-category")
+    group.add_argument("--model", default=MODEL_NAME, env_var="ARTSERVE_MODEL", help=f"default: {MODEL_NAME}")
     group.add_argument(
         "--shape",
         choices=("steady", "stages", "spike"),

@@ -2,9 +2,10 @@
 
     python -m loadtests.naive_server --checkpoint CKPT --port 8090
 
-One POST = one decode + one forward pass of batch 1, with artserve's own preprocessing and
-postprocessing functions. Threaded like a Flask development server (``threaded=True``): concurrent
-requests run their forward passes at the same time and share the CPU. Raw image bodies only.
+One POST = one decode + one forward pass of batch 1, through the same ``ArtClassifier`` as the
+TorchServe handler (answers say ``model_version: naive``). Threaded like a Flask development server
+(``threaded=True``): concurrent requests run their forward passes at the same time and share the CPU.
+Raw image bodies only.
 """
 
 from __future__ import annotations
@@ -13,19 +14,15 @@ import argparse
 import json
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import torch
-
+from handlers import MODEL_NAME
+from handlers.classifier import ArtClassifier
 from handlers.errors import InputError
-from handlers.model import build_model, load_checkpoint
-from handlers.postprocessing import prediction_body, probabilities
-from handlers.preprocessing import normalize, preprocess_bytes
 
 MAX_BODY = 28 * 1024 * 1024
 
 
 def make_handler(checkpoint: str, name: str) -> type[BaseHTTPRequestHandler]:
-    model, labels, cfg = build_model(load_checkpoint(checkpoint))
-    model.eval()
+    classifier = ArtClassifier.load(checkpoint, name=name, version="naive")
 
     class Predict(BaseHTTPRequestHandler):
         def _reply(self, status: int, body: dict) -> None:
@@ -45,13 +42,11 @@ def make_handler(checkpoint: str, name: str) -> type[BaseHTTPRequestHandler]:
                 self._reply(413, {"error": f"body over {MAX_BODY} bytes", "code": 413})
                 return
             try:
-                image = preprocess_bytes(self.rfile.read(length), cfg)
+                image = classifier.decode(self.rfile.read(length))
             except InputError as e:
                 self._reply(e.status, e.to_body())
                 return
-            with torch.inference_mode():
-                probs = probabilities(model(normalize(image.unsqueeze(0), cfg)))[0]
-            self._reply(200, prediction_body(probs, labels, 3, name, "naive"))
+            self._reply(200, classifier.encode(classifier.predict(image[None])[0]))
 
         def log_message(self, *args) -> None:  # quiet: the benchmark measures, it does not log
             pass
@@ -63,7 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="artserve checkpoint (required)")
     p.add_argument("--port", type=int, default=8090, help="listen on 127.0.0.1:PORT (default: %(default)s)")
-    p.add_argument("--name", default="art-category", help="model name in responses (default: %(default)s)")
+    p.add_argument("--name", default=MODEL_NAME, help="model name in responses (default: %(default)s)")
     return p
 
 

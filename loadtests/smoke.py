@@ -22,8 +22,10 @@ from pathlib import Path
 
 import requests
 
-from deploy.serve import DATA_DIR
+from handlers import MODEL_NAME
 from loadtests.metrics import scrape_counters
+from loadtests.validation import check_prediction
+from training import DATA_DIR
 
 HANDLER_COUNTERS = ("ArtserveImages", "ArtserveBatches")
 
@@ -38,13 +40,8 @@ def check_answer(status: int, body: object, corrupt: bool) -> str | None:
         return None
     if status != 200:
         return f"valid image answered {status} {body}"
-    top_k = body.get("top_k") or []
-    probs = [d.get("probability", -1) for d in top_k]
-    if not body.get("label") or not top_k or top_k[0].get("label") != body["label"]:
-        return f"prediction without a consistent label: {body}"
-    if not all(0 <= p <= 1 for p in probs) or sum(probs) > 1.0001:
-        return f"probabilities out of range: {probs}"
-    return None
+    problem = check_prediction(body)
+    return f"valid image answered 200, but {problem}: {body}" if problem else None
 
 
 def burst(url: str, metrics_url: str | None, payloads: list[bytes], corrupt: set[int], timeout: float = 120) -> dict:
@@ -93,7 +90,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--url",
-        default="http://127.0.0.1:8080/predictions/art-category",
+        default=f"http://127.0.0.1:8080/predictions/{MODEL_NAME}",
         help="prediction URL (default: %(default)s)",
     )
     p.add_argument(
@@ -111,7 +108,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> dict:
     if not 0 <= args.corrupt <= args.requests:
-        raise SystemExit("--corrupt must be between 0 and --requests")
+        raise SystemExit(f"--corrupt is {args.corrupt}; it must be between 0 and --requests ({args.requests})")
     images = sorted(Path(args.images).rglob("*.jpg"))
     if not images:
         raise SystemExit(f"no .jpg files under {args.images}: pass --images")

@@ -18,10 +18,10 @@ import subprocess
 from pathlib import Path
 
 from deploy.archive import build_archive
-from deploy.serve import Ports, start_server
+from deploy.server import Ports, start_server
 from loadtests.harness import random_checkpoint
-from loadtests.tag_collection import get_args_parser as tag_args
-from loadtests.tag_collection import run as tag
+from tagging.tag_collection import get_args_parser as tag_args
+from tagging.tag_collection import run as tag
 from training.data import class_folders
 
 

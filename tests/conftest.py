@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny VGG-shaped checkpoint, its .mar, and a real TorchServe serving it."""
+"""Shared fixtures: a tiny VGG-shaped checkpoint (``loadtests.harness.random_checkpoint``), its .mar, and a
+real TorchServe serving it."""
 
 from __future__ import annotations
 
@@ -6,15 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from deploy.archive import build_archive
-from deploy.serve import Ports, Server, start_server
-from handlers.model import ArtVGG, save_checkpoint
-from handlers.preprocessing import PreprocessConfig
-from tests.images import ART5_LABELS
-
-TINY_PREPROCESS = PreprocessConfig(resize=72, crop=64)
+from deploy.server import Ports, Server, start_server
+from loadtests.harness import random_checkpoint
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -30,16 +26,9 @@ def pytest_runtest_makereport(item, call):
             report.longrepr = f"ARTSERVE_REQUIRE_TOOLS=1 and a required tool is missing: {reason}"
 
 
-def make_tiny_checkpoint(path: Path, seed: int = 0, labels: list[str] = ART5_LABELS) -> Path:
-    """A tiny_vgg checkpoint with random weights: a plumbing fixture, never presented as a classifier."""
-    torch.manual_seed(seed)
-    save_checkpoint(path, ArtVGG(len(labels), "tiny_vgg"), labels, TINY_PREPROCESS)
-    return path
-
-
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+    return random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", "tiny_vgg")
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ import requests
 from hypothesis import strategies as st
 from PIL import Image
 
-from deploy.serve import Server
+from deploy.server import Server
 from tests.images import encode, jpeg, pattern
 
 

@@ -7,7 +7,10 @@ import io
 import numpy as np
 from PIL import Image
 
-ART5_LABELS = ["drawings", "engraving", "iconography", "painting", "sculpture"]
+from loadtests.harness import LABELS
+
+#: The art5 classes, the labels of the random-weight test fixtures (``loadtests.harness.LABELS``).
+ART5_LABELS = LABELS
 
 
 def pattern(size: tuple[int, int] = (96, 64), seed: int = 0) -> Image.Image:

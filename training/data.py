@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from sklearn.model_selection import train_test_split
 
-from deploy.serve import DATA_DIR  # noqa: F401  (re-exported: the default data path of the training tools)
 from handlers.errors import InputError
 from handlers.preprocessing import Limits, PreprocessConfig, preprocess_bytes
 
@@ -52,10 +51,6 @@ class FolderScan:
     classes: list[str]
     samples: list[Sample]
     skipped: list[str]
-
-    def counts(self) -> dict[str, int]:
-        counter = Counter(target for _, target in self.samples)
-        return {name: counter.get(i, 0) for i, name in enumerate(self.classes)}
 
 
 def class_folders(root: Path) -> list[str]:

@@ -1,13 +1,13 @@
-"""Evaluate a checkpoint or a running server on any ImageFolder directory (``DATA_DIR/<class>/<image>``).
+"""Evaluate a checkpoint on any ImageFolder directory (``DATA_DIR/<class>/<image>``).
 
     python -m training.evaluate DATA_DIR --checkpoint runs/art5/best.pt --json out.json
-    python -m training.evaluate DATA_DIR --url http://127.0.0.1:8080/predictions/art-category --json out.json
 
 Prints scikit-learn's classification report (per-class precision, recall, F1, support; accuracy; macro
 and weighted averages), the confusion matrix and the throughput, and writes a confusion-matrix PNG.
-A checkpoint is evaluated through the serving preprocessing (``preprocess_bytes`` + ``normalize``);
-``--url`` sends every file as real concurrent HTTP requests. Images that cannot be classified
-(unreadable files, 4xx answers) are counted, listed and left out of the metrics, never dropped silently.
+The checkpoint is evaluated through the serving classifier (``handlers.classifier.ArtClassifier``: the
+handler's own decode and predict). Images that cannot be classified (unreadable files) are counted,
+listed and left out of the metrics, never dropped silently. A running server is evaluated on a folder
+with ``python -m tagging.evaluate DATA_DIR --url ...``, which sends real requests and uses this report.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,10 +23,11 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
-from handlers.model import build_model, load_checkpoint
-from handlers.postprocessing import probabilities
-from handlers.preprocessing import PreprocessConfig, normalize
-from training.data import EvalImages, FolderScan, scan_folder
+from handlers.classifier import ArtClassifier
+from handlers.model import load_checkpoint
+from handlers.preprocessing import PreprocessConfig
+from training import exit_on_bad_input
+from training.data import EvalImages, FolderScan, class_counts, scan_folder
 
 
 def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict:
@@ -127,7 +127,27 @@ def eval_loader(
     )
 
 
-@torch.inference_mode()
+def predict_batches(
+    classifier: ArtClassifier, loader: torch.utils.data.DataLoader
+) -> tuple[torch.Tensor, list[int], list[tuple[int, str]]]:
+    """Probabilities ``(N, classes)`` for the readable images, their targets, and ``(index, error)`` failures.
+
+    ``loader`` yields :class:`~training.data.EvalImages` batches; each is classified by ``classifier.predict``,
+    the handler's own step (normalised on the classifier's device, in its precision and memory layout).
+    """
+    probs, targets, failures = [], [], []
+    offset = 0
+    for batch, target, errors in loader:
+        ok = [i for i, e in enumerate(errors) if not e]
+        failures += [(offset + i, e) for i, e in enumerate(errors) if e]
+        offset += len(errors)
+        if ok:
+            probs.append(classifier.predict(batch[ok]))
+            targets += target[ok].tolist()
+    n_classes = getattr(classifier.model, "num_classes", 0)
+    return (torch.cat(probs) if probs else torch.empty(0, n_classes)), targets, failures
+
+
 def predict(
     model: torch.nn.Module,
     loader: torch.utils.data.DataLoader,
@@ -136,97 +156,25 @@ def predict(
     channels_last: bool = False,
     autocast_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, list[int], list[tuple[int, str]]]:
-    """Probabilities ``(N, classes)`` for the readable images, their targets, and ``(index, error)`` failures.
-
-    The batch is normalised on ``device`` exactly as the handler does (``normalize`` after the copy).
-    """
-    model.eval()
-    probs, targets, failures = [], [], []
-    offset = 0
-    for batch, target, errors in loader:
-        ok = [i for i, e in enumerate(errors) if not e]
-        failures += [(offset + i, e) for i, e in enumerate(errors) if e]
-        offset += len(errors)
-        if not ok:
-            continue
-        x = batch[ok].to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            logits = model(normalize(x, cfg))
-        probs.append(probabilities(logits).cpu())
-        targets += target[ok].tolist()
-    n_classes = getattr(model, "num_classes", 0)
-    return (torch.cat(probs) if probs else torch.empty(0, n_classes)), targets, failures
+    """:func:`predict_batches` for a bare model (the training loop's, in eval mode from here on)."""
+    classifier = ArtClassifier(model, cfg, device=device, channels_last=channels_last, autocast_dtype=autocast_dtype)
+    return predict_batches(classifier, loader)
 
 
 def evaluate_checkpoint(
     scan: FolderScan, checkpoint: str | Path, batch_size: int, workers: int, device: torch.device
 ) -> tuple[list[int], list[int], list[tuple[str, str]], torch.Tensor]:
     """(y_true, y_pred, failures as (path, error), probabilities) for every image in ``scan``."""
-    model, _, cfg = build_model(load_checkpoint(checkpoint))
-    model.to(device)
-    loader = eval_loader(scan.samples, cfg, batch_size, workers, device)
-    probs, y_true, failures = predict(model, loader, cfg, device)
+    classifier = ArtClassifier.load(checkpoint, device=device)
+    loader = eval_loader(scan.samples, classifier.preprocess, batch_size, workers, device)
+    probs, y_true, failures = predict_batches(classifier, loader)
     y_pred = probs.argmax(dim=1).tolist()
     return y_true, y_pred, [(scan.samples[i][0], e) for i, e in failures], probs
 
 
-def evaluate_url(
-    scan: FolderScan, url: str, concurrency: int, timeout: float, fixed_labels: bool
-) -> tuple[list[int], list[int], list[tuple[str, str]]]:
-    """Send every image to ``url`` concurrently; (y_true, y_pred, failures as (path, error)).
-
-    A predicted label outside ``scan.classes`` is appended to it (a class the folder lacks), unless
-    ``fixed_labels`` says ``scan.classes`` is the model's full label set: then the answer is a failure.
-    """
-    from loadtests.client import Client
-
-    target_of = dict(scan.samples)
-    y_true, y_pred, failures = [], [], []
-    for done, result in enumerate(
-        Client(url, timeout=timeout).classify_many([p for p, _ in scan.samples], concurrency)
-    ):
-        label = (result.body or {}).get("label") if result.ok else None
-        if not result.ok:
-            failures.append((result.path, result.error or f"HTTP {result.status}"))
-        elif label not in scan.classes and fixed_labels:
-            failures.append((result.path, f"the server answered label {label!r}, not one of {scan.classes}"))
-        else:
-            if label not in scan.classes:
-                scan.classes.append(label)
-            y_true.append(target_of[result.path])
-            y_pred.append(scan.classes.index(label))
-        if (done + 1) % 200 == 0:
-            print(f"  {done + 1}/{len(scan.samples)} answered", file=sys.stderr, flush=True)
-    return y_true, y_pred, failures
-
-
-def labels_from(path: str | Path) -> list[str]:
-    """The label list of a checkpoint (.pt), a model card (.card.json) or an index_to_name.json."""
-    path = Path(path)
-    if path.suffix == ".pt":
-        return list(load_checkpoint(path)["labels"])
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    if isinstance(doc.get("labels"), list):
-        return list(doc["labels"])
-    from handlers.labels import read_label_map
-
-    return read_label_map(path)
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_report_args(p: argparse.ArgumentParser) -> None:
+    """The data folder and the report's outputs, shared with ``tagging.evaluate``."""
     p.add_argument("data_dir", help="ImageFolder directory: DATA_DIR/<class>/<image> (required)")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="artserve checkpoint to evaluate in-process (default: none)")
-    source.add_argument("--url", help="prediction endpoint to send the images to (default: none)")
-    p.add_argument(
-        "--labels-from",
-        default=None,
-        help="with --url: checkpoint, model card or index_to_name.json giving the model's labels, so that a class "
-        "folder the model does not know is an error (default: the class folder names)",
-    )
     p.add_argument("--json", default=None, help="write the metrics as JSON to this path (default: none)")
     p.add_argument(
         "--confusion-png",
@@ -234,43 +182,28 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="confusion-matrix PNG (default: next to --json as <name>.confusion.png, "
         "else runs/eval/<DATA_DIR name>.confusion.png)",
     )
-    p.add_argument("--batch-size", type=int, default=32, help="with --checkpoint: images per batch (default: 32)")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="with --checkpoint: loader processes (default: min(8, CPUs) on CUDA, 0 on CPU)",
-    )
-    p.add_argument(
-        "--device", default=None, help="with --checkpoint: torch device (default: cuda if available, else cpu)"
-    )
-    p.add_argument("--concurrency", type=int, default=8, help="with --url: requests in flight (default: 8)")
-    p.add_argument("--timeout", type=float, default=60.0, help="with --url: seconds per request (default: 60)")
-    return p
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Evaluate as ``args`` say; return the metrics dict (also written to ``--json``)."""
-    if args.checkpoint:
-        labels = list(load_checkpoint(args.checkpoint)["labels"])
-    else:
-        labels = labels_from(args.labels_from) if args.labels_from else None
-    scan = scan_folder(args.data_dir, labels)
-    print(f"{args.data_dir}: {len(scan.samples)} images in {len(scan.counts())} classes {scan.counts()}")
+def scan_data(data_dir: str | Path, labels: Sequence[str] | None) -> FolderScan:
+    """:func:`~training.data.scan_folder`, with a line saying what it found."""
+    scan = scan_folder(data_dir, labels)
+    counts = class_counts(scan.samples, scan.classes)
+    print(f"{data_dir}: {len(scan.samples)} images in {len(counts)} classes {counts}")
     if scan.skipped:
         print(f"skipped {len(scan.skipped)} files that are not images by name, e.g. {scan.skipped[:3]}")
+    return scan
 
-    start = time.perf_counter()
-    if args.checkpoint:
-        device = torch.device(args.device) if args.device else default_device()
-        workers = default_workers(device) if args.workers is None else args.workers
-        y_true, y_pred, failures, _ = evaluate_checkpoint(scan, args.checkpoint, args.batch_size, workers, device)
-        source = {"checkpoint": str(args.checkpoint), "device": str(device)}
-    else:
-        y_true, y_pred, failures = evaluate_url(scan, args.url, args.concurrency, args.timeout, bool(labels))
-        source = {"url": args.url, "concurrency": args.concurrency}
-    seconds = time.perf_counter() - start
 
+def report(
+    args: argparse.Namespace,
+    scan: FolderScan,
+    predictions: tuple[list[int], list[int], list[tuple[str, str]]],
+    seconds: float,
+    source: dict,
+) -> dict:
+    """Print and write (``--json``, ``--confusion-png``) the metrics of ``predictions`` = (y_true, y_pred,
+    failures as (path, error)) on ``scan``; return the metrics dict."""
+    y_true, y_pred, failures = predictions
     for path, error in failures:
         print(f"NOT CLASSIFIED {path}: {error}")
     metrics = compute_metrics(y_true, y_pred, scan.classes)
@@ -304,11 +237,30 @@ def run(args: argparse.Namespace) -> dict:
     return metrics
 
 
-def main(args: argparse.Namespace) -> None:
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_report_args(p)
+    p.add_argument("--checkpoint", required=True, help="artserve checkpoint to evaluate in-process (required)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    p.add_argument(
+        "--workers", type=int, default=None, help="loader processes (default: min(8, CPUs) on CUDA, 0 on CPU)"
+    )
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Evaluate as ``args`` say; return the metrics dict (also written to ``--json``)."""
+    scan = scan_data(args.data_dir, list(load_checkpoint(args.checkpoint)["labels"]))
+    device = torch.device(args.device) if args.device else default_device()
+    workers = default_workers(device) if args.workers is None else args.workers
+    start = time.perf_counter()
+    y_true, y_pred, failures, _ = evaluate_checkpoint(scan, args.checkpoint, args.batch_size, workers, device)
+    source = {"checkpoint": str(args.checkpoint), "device": str(device)}
+    return report(args, scan, (y_true, y_pred, failures), time.perf_counter() - start, source)
+
+
+main = exit_on_bad_input(run)
 
 
 if __name__ == "__main__":

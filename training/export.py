@@ -4,7 +4,7 @@
     make archive CHECKPOINT=model_store/art-category.pt      # packs the card into the .mar
 
 Writes ``OUTPUT`` (weights in ``--dtype``, arch, labels, preprocessing and the run's ``training``
-record) and ``OUTPUT`` with ``.card.json`` (``deploy.archive.default_card_path``): name, version
+record) and ``OUTPUT`` with ``.card.json`` (``handlers.card.default_card_path``): name, version
 (``<arch>-<date>-<sha12>``), ``weights_sha256`` of the exported file, data source and per-class
 counts, metrics and training arguments. Unless ``--no-eval``, the run's validation images are
 classified with both the fp32 run checkpoint and the exported one, and the card records both
@@ -20,10 +20,12 @@ from pathlib import Path
 
 import torch
 
-from deploy.archive import DEFAULT_NAME, default_card_path, sha256_file
+from handlers import MODEL_NAME
+from handlers.card import default_card_path, sha256_file
+from handlers.classifier import ArtClassifier
 from handlers.model import build_model, load_checkpoint, save_checkpoint
 from training.data import find_splits
-from training.evaluate import compute_metrics, default_device, default_workers, eval_loader, predict
+from training.evaluate import compute_metrics, default_device, default_workers, eval_loader, predict_batches
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -35,15 +37,13 @@ def validation_comparison(reference: dict, exported: dict, device: torch.device,
     splits = find_splits(record["data"], args["val_fraction"], args["seed"], args["limit_per_class"])
     results, probs = {}, {}
     for name, ckpt in (("reference", reference), ("exported", exported)):
-        model, labels, cfg = build_model(ckpt)
-        model.to(device)
+        classifier = ArtClassifier.load(ckpt, device=device)
         start = time.perf_counter()
-        p, targets, failures = predict(
-            model, eval_loader(splits.val, cfg, batch_size, default_workers(device), device), cfg, device
-        )
+        loader = eval_loader(splits.val, classifier.preprocess, batch_size, default_workers(device), device)
+        p, targets, failures = predict_batches(classifier, loader)
         if failures:
             raise SystemExit(f"{len(failures)} validation images cannot be read, e.g. {splits.val[failures[0][0]][0]}")
-        m = compute_metrics(targets, p.argmax(1).tolist(), labels)
+        m = compute_metrics(targets, p.argmax(1).tolist(), classifier.labels)
         m["seconds"] = time.perf_counter() - start
         results[name], probs[name] = m, p
     ref, exp = results["reference"], results["exported"]
@@ -119,7 +119,7 @@ def make_card(
 def export(
     run_dir: str | Path,
     output: str | Path,
-    name: str = DEFAULT_NAME,
+    name: str = MODEL_NAME,
     checkpoint: str = "best.pt",
     dtype: str = "float16",
     evaluate: bool = True,
@@ -145,10 +145,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="training run directory (required)")
     p.add_argument(
-        "--output", default=f"model_store/{DEFAULT_NAME}.pt", help="checkpoint to write (default: %(default)s)"
+        "--output", default=f"model_store/{MODEL_NAME}.pt", help="checkpoint to write (default: %(default)s)"
     )
     p.add_argument("--checkpoint", default="best.pt", help="checkpoint inside RUN_DIR to export (default: %(default)s)")
-    p.add_argument("--name", default=DEFAULT_NAME, help="model name in the card (default: %(default)s)")
+    p.add_argument("--name", default=MODEL_NAME, help="model name in the card (default: %(default)s)")
     p.add_argument(
         "--dtype", default="float16", choices=sorted(DTYPES), help="stored weight type (default: %(default)s)"
     )

@@ -8,8 +8,7 @@ from pathlib import Path
 import yaml
 
 from handlers.model import ARCHS
-from training import schedule
-from training.data import DATA_DIR
+from training import DATA_DIR, schedule
 
 
 def get_args_parser(description: str | None = None) -> argparse.ArgumentParser:

@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from handlers.precision import native_autocast_dtype
-from training import runlog, schedule
+from training import DATA_DIR, runlog, schedule
 from training.cache import ImageCache, ViewConfig, epoch_order, step_generator, view_batch
-from training.data import DATA_DIR, find_splits, split_dev
+from training.data import find_splits, split_dev
 from training.evaluate import compute_metrics
 
 TEACHER_FORMAT = "artserve-teacher-1"

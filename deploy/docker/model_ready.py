@@ -98,6 +98,7 @@ def check(url: str, model: str, min_ready: int, timeout: float) -> tuple[bool, s
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # A literal, not handlers.MODEL_NAME: this probe runs alone in the image (python -I, standard library only).
     p.add_argument("--model", default="art-category", help="model name (default: %(default)s)")
     p.add_argument("--url", default="http://127.0.0.1:8081", help="management API (default: %(default)s)")
     p.add_argument("--min-ready", type=int, default=1, help="READY workers needed (default: %(default)s)")

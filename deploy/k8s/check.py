@@ -7,7 +7,8 @@ pass ``kubernetes-validate --strict`` for each version in ``K8S_VERSIONS``; cust
 (PodMonitor, PrometheusRule, ScaledObject) must have their required fields and point at the rendered
 Deployment; and the policy holds: every container has requests, limits and a non-root, unprivileged
 security context, serving containers have probes, and no Service or NetworkPolicy opens the management
-(8081) or metrics (8082) port.
+(8081) or metrics (8082) port. Besides, the monitoring component's PrometheusRule must carry the groups
+of deploy/prometheus/rules.yml unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import kubernetes_validate
 import yaml
 
 K8S = Path(__file__).resolve().parent
-OVERLAYS = ("cpu", "gpu", "keda")
+RULES = K8S.parent / "prometheus" / "rules.yml"
+PROMETHEUS_RULE = K8S / "components" / "monitoring" / "prometheus-rule.yaml"
+OVERLAYS = ("laptop", "gpu", "keda")
 #: The oldest Kubernetes minor this targets (preStop sleep, matchLabelKeys) and the newest with schemas here.
 K8S_VERSIONS = ("1.33", "1.37")
 CUSTOM_GROUPS = ("monitoring.coreos.com", "keda.sh")
@@ -199,6 +202,17 @@ def custom_resource_errors(objects: list[dict]) -> list[str]:
     return out
 
 
+def rule_copy_errors(rules: Path = RULES, prometheus_rule: Path = PROMETHEUS_RULE) -> list[str]:
+    """Empty when the PrometheusRule's ``spec.groups`` are the rule file's ``groups``, else what differs."""
+    groups = yaml.safe_load(rules.read_text(encoding="utf-8"))["groups"]
+    carried = yaml.safe_load(prometheus_rule.read_text(encoding="utf-8"))["spec"]["groups"]
+    if carried == groups:
+        return []
+    source, copy = ({g["name"]: g for g in gs} for gs in (groups, carried))
+    differing = sorted(n for n in source.keys() | copy.keys() if source.get(n) != copy.get(n)) or "(their order)"
+    return [f"{prometheus_rule.name}: groups {differing} differ from {rules}; copy its groups into spec.groups"]
+
+
 def check(overlay: str) -> list[str]:
     objects = render(overlay)
     errors = [e for obj in objects if not is_custom(obj) for e in schema_errors(obj)]
@@ -213,6 +227,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     failed = 0
+    for error in rule_copy_errors():
+        print(error)
+        failed += 1
     for overlay in args.overlays:
         errors = check(overlay)
         print(f"{overlay}: " + ("ok" if not errors else f"{len(errors)} problem(s)"))

@@ -14,7 +14,7 @@ over the service rate; a replica queues at most ``job_queue_size`` (64) requests
 refused (503). The HPA sees the request-weighted mean queue time of the last minute (the adapter's
 ``rate(...[1m])``), from pods that have been ready for 30 s (two scrapes). A new pod serves after
 ``--pod-start-s`` (scheduling, image pull, container start: an assumption) plus ``--cold-start-s``
-(archive step + model load to READY, measured by ``python -m deploy.k8s.cold_start``).
+(archive step + model load to READY, measured by ``python -m loadtests.cold_start``).
 """
 
 from __future__ import annotations

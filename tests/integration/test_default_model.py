@@ -10,14 +10,17 @@ import json
 import pytest
 import requests
 
-from deploy.archive import DEFAULT_NAME, ROOT, build_archive, default_card_path, sha256_file
+from deploy import ROOT
+from deploy.archive import build_archive
 from deploy.serve import require_trained
+from handlers import MODEL_NAME
+from handlers.card import default_card_path, sha256_file
 from handlers.model import build_model, load_checkpoint
 from tests.images import ART5_LABELS, corrupt_jpeg, jpeg
 
 pytestmark = pytest.mark.integration
 
-DEFAULT = ROOT / "model_store" / f"{DEFAULT_NAME}.pt"
+DEFAULT = ROOT / "model_store" / f"{MODEL_NAME}.pt"
 
 
 def test_default_checkpoint_matches_its_card():
@@ -25,7 +28,9 @@ def test_default_checkpoint_matches_its_card():
     card = json.loads(default_card_path(DEFAULT).read_text(encoding="utf-8"))
     assert card["weights_sha256"] == sha256_file(DEFAULT), "the card describes other weights than the shipped ones"
     assert card["labels"] == list(ckpt["labels"]) == ART5_LABELS, card["labels"]
-    assert card["arch"] == ckpt["arch"] == "vgg16_bn" and card["preprocess"] == ckpt["preprocess"]
+    assert card["arch"] == ckpt["arch"] == "vgg16_bn" and card["preprocess"] == ckpt["preprocess"], (
+        f"card and checkpoint disagree: {card['arch']}/{ckpt['arch']}, {card['preprocess']}/{ckpt['preprocess']}"
+    )
     assert "training" in ckpt, "the default must be a trained checkpoint (deploy.serve refuses it otherwise)"
     require_trained(DEFAULT, allow_untrained=False)  # what `make serve` runs before starting anything
     assert card["metrics"]["export_check"]["changed_predictions"] == 0, card["metrics"]["export_check"]

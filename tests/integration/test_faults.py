@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from deploy.archive import build_archive
-from deploy.serve import Server, read_properties, start_server
+from deploy.server import Server, read_properties, start_server
 from loadtests import overload, soak
 from loadtests.faults import kill_worker_under_load, ready_pids, wait_until
 from tests.conftest import run_server

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.k8s.sync import K8S
-from deploy.serve import Ports, Server, read_properties
+from deploy.server import CONFIG, METRICS_CONFIG, Ports, Server, read_properties
 from tests.images import jpeg
 
 pytestmark = [
@@ -30,7 +29,7 @@ NOBODY = 65534
 
 def pod_config(tmp: Path, store: Path, ports: Ports) -> dict[str, str]:
     """The pod's config.properties with loopback ports and this run's emptyDir stand-ins."""
-    props = read_properties(K8S / "base" / "files" / "config.properties")
+    props = read_properties(CONFIG)
     props.update(
         inference_address=f"http://127.0.0.1:{ports.inference}",
         management_address=f"http://127.0.0.1:{ports.management}",
@@ -39,7 +38,7 @@ def pod_config(tmp: Path, store: Path, ports: Ports) -> dict[str, str]:
         grpc_management_port=str(ports.grpc_management),
         initial_worker_port=str(ports.worker),
         model_store=str(store),
-        metrics_config=str(K8S / "base" / "files" / "metrics.yaml"),
+        metrics_config=str(METRICS_CONFIG),
         allowed_urls=f"^file://{store}/[A-Za-z0-9._-]+\\\\.mar$",
         # The pod's /tmp is an emptyDir; here the shared /tmp may hold other users' files.
         vmargs=props["vmargs"] + f" -Djava.io.tmpdir={tmp}",

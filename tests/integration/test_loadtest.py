@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from deploy import ROOT
 from tests.images import ART5_LABELS
 
-ROOT = Path(__file__).resolve().parents[2]
 REPORT_FILES = (
     "locust_stats.csv",
     "locust_stats_history.csv",

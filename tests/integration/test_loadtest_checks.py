@@ -6,8 +6,9 @@ import pytest
 
 from loadtests.metrics import from_scrapes, parse_exposition
 from loadtests.validation import check_prediction
+from tests.images import ART5_LABELS
 
-LABELS = frozenset({"drawings", "engraving", "iconography", "painting", "sculpture"})
+LABELS = frozenset(ART5_LABELS)
 
 
 def body(*pairs: tuple[str, float], model: str = "art-category") -> dict:

@@ -13,13 +13,13 @@ import psutil
 import pytest
 import requests
 
-from deploy.serve import CONFIG, ROOT, Ports, Server, read_properties, render_config
+from deploy import ROOT
+from deploy.server import CONFIG, Ports, Server, read_properties, render_config
 from tests.conftest import run_server
 
 pytestmark = pytest.mark.integration
 
-K8S_CONFIG = ROOT / "deploy" / "k8s" / "base" / "files" / "config.properties"
-PRODUCTION_CONFIGS = [p for p in (CONFIG, K8S_CONFIG) if p.exists()]
+PRODUCTION_CONFIGS = [CONFIG]  # the Kubernetes ConfigMap is this same file (deploy/config/kustomization.yaml)
 REMOTE_URLS = [
     "http://127.0.0.1:9/evil.mar",
     "https://example.com/art-category.mar",
@@ -168,5 +168,5 @@ def test_container_runs_as_non_root():
 
 def test_checked_in_config_documents_the_token_stance():
     text = Path(CONFIG).read_text(encoding="utf-8")
-    assert "disable_token_authorization=true" in text, "token-auth setting missing from deploy/config.properties"
+    assert "disable_token_authorization=true" in text, "token-auth setting missing from deploy/config/config.properties"
     assert re.search(r"(?im)^#.*token.*(public|loopback)", text), "the token-auth decision is not explained"

@@ -10,7 +10,7 @@ import requests
 
 from deploy.prometheus.local import RULES as RULE_FILE
 from deploy.prometheus.local import start_prometheus
-from deploy.serve import free_port
+from deploy.server import free_port
 from loadtests import metrics
 from tests.images import encode, pattern
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-PROM_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+from deploy import ROOT
+
+PROM_DIR = ROOT / "deploy" / "prometheus"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from deploy.archive import ROOT
+from deploy import ROOT
 from tests.images import jpeg
 
 pytestmark = pytest.mark.integration
@@ -27,8 +27,10 @@ def readme_curl_commands() -> list[str]:
 def test_readme_has_the_three_encodings():
     commands = readme_curl_commands()
     assert len(commands) >= 3, f"README curl examples: {commands}"
-    assert any("--data-binary" in c for c in commands) and any("-F" in c for c in commands)
-    assert any("application/json" in c for c in commands)
+    assert any("--data-binary" in c for c in commands) and any("-F" in c for c in commands), (
+        f"README lacks a raw-body or a multipart example: {commands}"
+    )
+    assert any("application/json" in c for c in commands), f"README lacks a JSON example: {commands}"
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")

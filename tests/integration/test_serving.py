@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy.archive import ROOT
-from deploy.serve import Ports, Server
+from deploy import ROOT
+from deploy.server import Ports, Server
 from loadtests import smoke
 from tests.images import ART5_LABELS, corrupt_jpeg, jpeg
 
@@ -105,13 +105,19 @@ def test_concurrent_burst_batches_and_isolates_corrupt_images(ts_server):
 def test_smoke_command_flags_a_wrong_answer():
     """The smoke check's verdict can fail: a 200 for a corrupt image, a 4xx for a valid one, a bad body."""
     good = {"label": "painting", "probability": 0.9, "top_k": [{"label": "painting", "probability": 0.9}]}
-    assert smoke.check_answer(200, good, corrupt=False) is None
-    assert smoke.check_answer(200, good, corrupt=True)
-    assert smoke.check_answer(400, {"error": "x", "code": 400}, corrupt=False)
-    assert smoke.check_answer(400, {"error": "x", "code": 400}, corrupt=True) is None
-    assert smoke.check_answer(500, {"error": "x", "code": 500}, corrupt=True)
-    assert smoke.check_answer(200, {**good, "top_k": [{"label": "painting", "probability": 1.4}]}, corrupt=False)
-    assert smoke.check_answer(200, {**good, "label": "sculpture"}, corrupt=False)
+    assert smoke.check_answer(200, good, corrupt=False) is None, "a valid answer was flagged"
+    assert smoke.check_answer(200, good, corrupt=True), "a 200 for a corrupt image passed"
+    assert smoke.check_answer(400, {"error": "x", "code": 400}, corrupt=False), "a 4xx for a valid image passed"
+    assert smoke.check_answer(400, {"error": "x", "code": 400}, corrupt=True) is None, (
+        "a 4xx JSON error for a corrupt image was flagged"
+    )
+    assert smoke.check_answer(500, {"error": "x", "code": 500}, corrupt=True), "a 500 for a corrupt image passed"
+    assert smoke.check_answer(200, {**good, "top_k": [{"label": "painting", "probability": 1.4}]}, corrupt=False), (
+        "a probability above 1 passed"
+    )
+    assert smoke.check_answer(200, {**good, "label": "sculpture"}, corrupt=False), (
+        "a top label differing from top_k[0] passed"
+    )
 
 
 def test_smoke_command_against_a_real_server(ts_server, tmp_path):
@@ -125,7 +131,9 @@ def test_smoke_command_against_a_real_server(ts_server, tmp_path):
     )  # fmt: skip
     result = smoke.main(args)
     assert result["passed"], result["problems"]
-    assert result["ok_200"] == 9 and result["client_errors_4xx"] == 3 and result["handler_images"] == 12
+    assert result["ok_200"] == 9 and result["client_errors_4xx"] == 3 and result["handler_images"] == 12, (
+        f"expected 9 answers 200, 3 4xx and 12 images seen by the handler: {result}"
+    )
 
 
 def test_metrics_port_exposes_torchserve_series(ts_server):
@@ -161,7 +169,9 @@ def test_serve_cli_start_curl_stop(tiny_checkpoint, tmp_path):
     server = Server.load(run_dir)
     try:
         assert start.returncode == 0, f"start failed:\n{start.stdout}\n{start.stderr}"
-        assert "READY after" in start.stdout and "curl -H 'Content-Type: image/jpeg' --data-binary @" in start.stdout
+        assert "READY after" in start.stdout and "curl -H 'Content-Type: image/jpeg' --data-binary @" in start.stdout, (
+            f"start did not report READY and a curl command:\n{start.stdout}"
+        )
         image = tmp_path / "art.jpg"
         image.write_bytes(jpeg())
         if shutil.which("curl"):
@@ -186,7 +196,7 @@ def test_serve_cli_start_curl_stop(tiny_checkpoint, tmp_path):
 def test_serve_refuses_missing_or_untrained_checkpoint(tiny_checkpoint, tmp_path):
     missing = run_cli("start", "--checkpoint", str(tmp_path / "none.pt"), "--run-dir", str(tmp_path / "r1"))
     assert missing.returncode != 0 and "training.train" in missing.stderr, missing.stderr
-    assert "never serves random weights" in missing.stderr
+    assert "never serves random weights" in missing.stderr, f"the refusal does not say why: {missing.stderr}"
     untrained = run_cli("start", "--checkpoint", str(tiny_checkpoint), "--run-dir", str(tmp_path / "r2"))
     assert untrained.returncode != 0 and "records no training run" in untrained.stderr, untrained.stderr
     assert not Path(tmp_path / "r2" / "torchserve.pid").exists(), "no server may start for an untrained checkpoint"

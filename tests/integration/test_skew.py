@@ -7,9 +7,8 @@ import requests
 import torch
 
 from deploy.archive import build_archive
-from handlers.model import build_model, load_checkpoint
-from handlers.postprocessing import probabilities
-from handlers.preprocessing import normalize, preprocess_bytes
+from handlers.classifier import ArtClassifier
+from tagging import evaluate as url_evaluate
 from tests.conftest import run_server
 from tests.imagefolder import add_unreadable, make_image_folder, make_train_val
 from training import evaluate, export, train
@@ -43,11 +42,11 @@ def server(exported, tmp_path_factory):
 
 def test_served_probabilities_match_in_process(exported, server):
     root, checkpoint, card = exported
-    model, labels, cfg = build_model(load_checkpoint(checkpoint))
+    classifier = ArtClassifier.load(checkpoint)
+    labels = classifier.labels
     for image in sorted((root / "data" / "val").glob("*/*.jpg"))[:3]:
         data = image.read_bytes()
-        with torch.inference_mode():
-            expected = probabilities(model(normalize(preprocess_bytes(data, cfg)[None], cfg)))[0]
+        expected = classifier.predict(classifier.decode(data)[None])[0]
         r = requests.post(server.predict_url, data=data, headers={"Content-Type": "image/jpeg"}, timeout=60)
         assert r.status_code == 200, f"{image.name}: HTTP {r.status_code} {r.text}"
         body = r.json()
@@ -62,10 +61,9 @@ def test_url_and_checkpoint_evaluations_agree(exported, server, tmp_path):
     root, checkpoint, _ = exported
     data = make_image_folder(tmp_path / "unseen", CLASSES, per_class=3, seed=500)
     add_unreadable(data / "prints")
-    parser = evaluate.get_args_parser()
-    local = evaluate.run(parser.parse_args([str(data), "--checkpoint", str(checkpoint)]))
-    remote = evaluate.run(
-        parser.parse_args(
+    local = evaluate.run(evaluate.get_args_parser().parse_args([str(data), "--checkpoint", str(checkpoint)]))
+    remote = url_evaluate.run(
+        url_evaluate.get_args_parser().parse_args(
             [str(data), "--url", server.predict_url, "--labels-from", str(checkpoint), "--concurrency", "4"]
         )
     )

@@ -13,8 +13,8 @@ import pytest
 import requests
 from PIL import Image, ImageStat
 
-from deploy.archive import ROOT
-from loadtests.tag_collection import get_args_parser, run
+from deploy import ROOT
+from tagging.tag_collection import get_args_parser, run
 from tests.images import ART5_LABELS, corrupt_jpeg, jpeg
 
 pytestmark = pytest.mark.integration
@@ -151,7 +151,7 @@ def test_csv_input_with_true_labels_and_a_missing_file(ts_server, tiny_checkpoin
     # Through the documented command line, as `make tag` runs it.
     argv = [str(listing), "--url", ts_server.predict_url, "--out", str(tmp_path / "out"), "--concurrency", "2"]
     proc = subprocess.run(
-        [sys.executable, "-m", "loadtests.tag_collection", *argv, "--labels-from", str(tiny_checkpoint)],
+        [sys.executable, "-m", "tagging.tag_collection", *argv, "--labels-from", str(tiny_checkpoint)],
         cwd=ROOT,
         capture_output=True,
         text=True,

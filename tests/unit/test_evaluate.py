@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import make_tiny_checkpoint
+from loadtests.harness import random_checkpoint
 from tests.imagefolder import add_unreadable, make_image_folder
 from training import evaluate
 from training.data import scan_folder
@@ -51,7 +51,7 @@ def test_checkpoint_evaluation_counts_unreadable_images(tmp_path, capsys):
     data = make_image_folder(tmp_path / "data", ["painting", "sculpture"], per_class=3)
     broken = add_unreadable(data / "painting")
     (data / "sculpture" / "notes.txt").write_text("not an image")
-    checkpoint = make_tiny_checkpoint(tmp_path / "tiny.pt")  # random weights: plumbing only
+    checkpoint = random_checkpoint(tmp_path / "tiny.pt", "tiny_vgg")  # random weights: plumbing only
     out = tmp_path / "out" / "metrics.json"
     args = evaluate.get_args_parser().parse_args([str(data), "--checkpoint", str(checkpoint), "--json", str(out)])
     evaluate.main(args)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from handlers.art_handler import ArtHandler
 from handlers.labels import write_label_map
-from tests.conftest import make_tiny_checkpoint
+from loadtests.harness import random_checkpoint
 from tests.hostile import SEEDS, mutated_image
 from tests.images import ART5_LABELS
 
@@ -48,7 +48,7 @@ class FakeContext:
 @pytest.fixture(scope="module")
 def handler(tmp_path_factory) -> ArtHandler:
     model_dir = tmp_path_factory.mktemp("model")
-    make_tiny_checkpoint(model_dir / "tiny.pt")
+    random_checkpoint(model_dir / "tiny.pt", "tiny_vgg")
     write_label_map(model_dir / "index_to_name.json", ART5_LABELS)
     h = ArtHandler()
     h.initialize(FakeContext(str(model_dir)))

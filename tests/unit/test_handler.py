@@ -15,7 +15,7 @@ from handlers.labels import write_label_map
 from handlers.model import build_model, load_checkpoint
 from handlers.postprocessing import probabilities
 from handlers.preprocessing import normalize, preprocess_bytes
-from tests.conftest import TINY_PREPROCESS, make_tiny_checkpoint
+from loadtests.harness import TINY_PREPROCESS, random_checkpoint
 from tests.images import ART5_LABELS, corrupt_jpeg, jpeg, png_bomb
 
 ts_context = pytest.importorskip("ts.context")
@@ -36,7 +36,7 @@ class RecordingMetrics:
 
 
 def model_dir(tmp_path: Path, labels=ART5_LABELS, card: dict | None = None) -> Path:
-    make_tiny_checkpoint(tmp_path / "tiny.pt")
+    random_checkpoint(tmp_path / "tiny.pt", "tiny_vgg")
     write_label_map(tmp_path / "index_to_name.json", labels)
     if card is not None:
         (tmp_path / "model_card.json").write_text(json.dumps(card))
@@ -97,7 +97,8 @@ def test_mixed_batch_answers_each_request_on_its_own(tmp_path):
     assert out[0]["top_k"] == out[4]["top_k"] == out[5]["top_k"], (
         "the same image must get the same answer in any encoding"
     )
-    assert all(ctx.get_response_content_type(i) == "application/json" for i in range(len(requests)))
+    types = [ctx.get_response_content_type(i) for i in range(len(requests))]
+    assert types == ["application/json"] * len(requests), f"response content types: {types}"
 
     metrics = ctx.metrics
     assert metrics.values("ArtserveBatchSize") == [6], f"batch-size metric: {metrics.calls}"
@@ -111,7 +112,7 @@ def test_prediction_equals_in_process_model(tmp_path):
     out = run_batch(handler, ctx, [raw_request(data)])[0]
 
     model, labels, cfg = build_model(load_checkpoint(directory / "tiny.pt"))
-    assert cfg == TINY_PREPROCESS
+    assert cfg == TINY_PREPROCESS, f"the checkpoint's preprocessing is {cfg}"
     with torch.inference_mode():
         probs = probabilities(model(normalize(preprocess_bytes(data, cfg)[None], cfg)))[0]
     expected = {labels[i]: float(p) for i, p in enumerate(probs)}
@@ -131,7 +132,7 @@ def test_all_bad_batch_runs_no_forward_pass(tmp_path):
 
 def test_unexpected_error_fails_only_that_request(tmp_path, monkeypatch):
     handler, ctx = initialized(model_dir(tmp_path), 2)
-    import handlers.art_handler as mod
+    import handlers.classifier as mod
 
     real = mod.preprocess_bytes
     calls = []
@@ -150,9 +151,8 @@ def test_unexpected_error_fails_only_that_request(tmp_path, monkeypatch):
 
 def test_model_version_falls_back_to_manifest(tmp_path):
     handler, ctx = initialized(model_dir(tmp_path), 1)
-    assert handler.model_version == "1.0", (
-        f"without a model card the archive version is used, got {handler.model_version}"
-    )
+    version = handler.classifier.version
+    assert version == "1.0", f"without a model card the archive version is used, got {version}"
 
 
 def test_missing_label_map_fails_at_load(tmp_path):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from deploy import ROOT
+
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 DEPLOYMENT = ROOT / "deploy" / "k8s" / "base" / "deployment.yaml"
 

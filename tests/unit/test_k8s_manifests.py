@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import posixpath
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
 
+from deploy.archive import DEFAULT_MODEL_CONFIG
 from deploy.docker import model_ready
 from deploy.k8s import check
 from deploy.k8s.check import OVERLAYS, custom_resource_errors, policy_violations, render, schema_errors
@@ -16,7 +17,6 @@ from deploy.k8s.check import OVERLAYS, custom_resource_errors, policy_violations
 pytestmark = pytest.mark.skipif(
     shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not installed: overlays cannot be rendered"
 )
-MODEL_CONFIG = Path(check.K8S).parent / "model-config.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +124,8 @@ def test_gpu_overlay_requests_a_gpu_and_ready_based_probes(rendered):
         command = c[probe].get("exec", {}).get("command", [])
         assert any(arg.endswith("model_ready.py") for arg in command), f"{probe} is not the READY check: {c[probe]}"
     assert c["livenessProbe"]["httpGet"]["path"] == "/ping", f"liveness: {c['livenessProbe']}"
-    cpu = serving_container(rendered["cpu"])
-    assert "nvidia.com/gpu" not in cpu["resources"]["limits"], "the cpu overlay asks for a GPU"
+    cpu = serving_container(rendered["laptop"])
+    assert "nvidia.com/gpu" not in cpu["resources"]["limits"], "the laptop overlay asks for a GPU"
 
 
 def test_service_exposes_only_inference(rendered):
@@ -138,20 +138,22 @@ def test_service_exposes_only_inference(rendered):
 
 
 def test_hpa_scales_on_queue_time_with_behaviour(rendered):
-    for overlay in ("cpu", "gpu"):
+    for overlay in ("laptop", "gpu"):
         hpa = one(rendered[overlay], "HorizontalPodAutoscaler")
         assert hpa["apiVersion"] == "autoscaling/v2", f"{overlay}: {hpa['apiVersion']}"
         metrics = {m["pods"]["metric"]["name"]: m for m in hpa["spec"]["metrics"] if m["type"] == "Pods"}
         assert "artserve_queue_time_ms" in metrics, f"{overlay}: no queue-time Pods metric in {hpa['spec']['metrics']}"
         behaviour = hpa["spec"]["behavior"]
         assert behaviour["scaleDown"]["stabilizationWindowSeconds"] >= 120, f"{overlay}: scale-down would flap"
-        assert hpa["spec"]["scaleTargetRef"]["name"] == one(rendered[overlay], "Deployment")["metadata"]["name"]
+        assert hpa["spec"]["scaleTargetRef"]["name"] == one(rendered[overlay], "Deployment")["metadata"]["name"], (
+            f"{overlay}: the HPA scales {hpa['spec']['scaleTargetRef']}, not the Deployment"
+        )
 
 
 def test_adapter_serves_every_hpa_metric(rendered):
     values = yaml.safe_load((check.K8S / "prometheus-adapter" / "values.yaml").read_text(encoding="utf-8"))
     served = {rule["name"]["as"]: rule for rule in values["rules"]["custom"]}
-    for overlay in ("cpu", "gpu"):
+    for overlay in ("laptop", "gpu"):
         wanted = {
             m["pods"]["metric"]["name"] for m in one(rendered[overlay], "HorizontalPodAutoscaler")["spec"]["metrics"]
         }
@@ -166,7 +168,9 @@ def test_keda_overlay_replaces_the_hpa_with_the_same_rules(rendered):
     assert not [o for o in keda if o["kind"] == "HorizontalPodAutoscaler"], "keda overlay still ships our HPA"
     scaled, hpa = one(keda, "ScaledObject")["spec"], one(gpu, "HorizontalPodAutoscaler")["spec"]
     assert scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == hpa["behavior"], "behaviour differs"
-    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (hpa["minReplicas"], hpa["maxReplicas"])
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (hpa["minReplicas"], hpa["maxReplicas"]), (
+        "KEDA replica bounds differ from the HPA's"
+    )
     thresholds = sorted(float(t["metadata"]["threshold"]) for t in scaled["triggers"])
     targets = sorted(float(m["pods"]["target"]["averageValue"]) for m in hpa["metrics"])
     assert thresholds == targets, f"KEDA thresholds {thresholds} differ from the HPA targets {targets}"
@@ -179,14 +183,17 @@ def test_pod_configuration_binds_and_paths(rendered):
         assert props["management_address"] == "http://127.0.0.1:8081", f"{overlay}: management leaves the pod"
         assert props["inference_address"] == "http://0.0.0.0:8080", f"{overlay}: {props['inference_address']}"
         assert props["metrics_address"] == "http://0.0.0.0:8082", f"{overlay}: {props['metrics_address']}"
-        mounts = {m["name"]: m["mountPath"] for m in serving_container(objects)["volumeMounts"]}
-        assert props["model_store"] == mounts["model-store"], f"{overlay}: model_store is not the mounted store"
-        assert props["metrics_config"].startswith(mounts["config"] + "/"), f"{overlay}: metrics_config not mounted"
+        container = serving_container(objects)
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        # TorchServe resolves the relative paths against its working directory.
+        store, metrics = (posixpath.join(container["workingDir"], props[k]) for k in ("model_store", "metrics_config"))
+        assert store == mounts["model-store"], f"{overlay}: model_store is not the mounted store"
+        assert metrics.startswith(mounts["config"] + "/"), f"{overlay}: metrics_config not mounted"
         assert mounts["model-store"] in props["allowed_urls"], f"{overlay}: allowed_urls names another store"
 
 
 def test_termination_drains_longer_than_a_request_can_take(rendered):
-    timeout = yaml.safe_load(MODEL_CONFIG.read_text(encoding="utf-8"))["responseTimeout"]
+    timeout = yaml.safe_load(DEFAULT_MODEL_CONFIG.read_text(encoding="utf-8"))["responseTimeout"]
     for overlay, objects in rendered.items():
         pod = one(objects, "Deployment")["spec"]["template"]["spec"]
         command = serving_container(objects)["lifecycle"]["preStop"]["exec"]["command"]

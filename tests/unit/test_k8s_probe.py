@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from deploy.docker import model_ready
-from deploy.serve import free_port
+from deploy.server import free_port
 
 # Answers of TorchServe 0.12's GET /models/art-category, captured from a real server (fields trimmed):
 # while the worker loads the model its status is "UNLOADING", then "READY".

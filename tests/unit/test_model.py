@@ -9,11 +9,12 @@ import pytest
 import torch
 from torchvision.models import vgg16_bn
 
-from deploy.archive import build_archive, default_card_path, is_up_to_date
+from deploy.archive import build_archive, is_up_to_date
+from handlers.card import default_card_path
 from handlers.labels import read_label_map, validate_labels, write_label_map
 from handlers.model import ArtVGG, build_model, load_checkpoint, save_checkpoint
 from handlers.preprocessing import PreprocessConfig
-from tests.conftest import TINY_PREPROCESS, make_tiny_checkpoint
+from loadtests.harness import TINY_PREPROCESS, random_checkpoint
 from tests.images import ART5_LABELS
 
 
@@ -22,14 +23,14 @@ def test_vgg16_bn_features_match_torchvision_so_imagenet_weights_load():
     reference = {k: v.shape for k, v in vgg16_bn(weights=None).state_dict().items() if k.startswith("features.")}
     mine = {k: v.shape for k, v in ours.state_dict().items() if k.startswith("features.")}
     assert mine == reference, "features.* must have torchvision's names and shapes"
-    assert ours.classifier[-1].out_features == 5
+    assert ours.classifier[-1].out_features == 5, f"head has {ours.classifier[-1].out_features} outputs for 5 labels"
     assert len(ours.conv_blocks()) == 5, "VGG16 has five convolution blocks"
 
 
 def test_tiny_vgg_is_vgg_shaped_and_small():
     model = ArtVGG(3, "tiny_vgg")
-    assert sum(p.numel() for p in model.parameters()) < 100_000
-    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 3)
+    assert sum(p.numel() for p in model.parameters()) < 100_000, "tiny_vgg is not tiny: over 100k parameters"
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 3), "tiny_vgg logits have the wrong shape"
 
 
 def test_bad_construction_arguments():
@@ -45,10 +46,12 @@ def test_checkpoint_round_trip_fp16(tmp_path):
     path = tmp_path / "m.pt"
     save_checkpoint(path, model, ART5_LABELS, TINY_PREPROCESS, dtype=torch.float16, extra={"training": {"epochs": 1}})
     ckpt = load_checkpoint(path)
-    assert ckpt["state_dict"]["classifier.6.weight"].dtype == torch.float16
-    assert ckpt["training"] == {"epochs": 1}
+    assert ckpt["state_dict"]["classifier.6.weight"].dtype == torch.float16, "weights were not stored in fp16"
+    assert ckpt["training"] == {"epochs": 1}, f"the extra training record changed: {ckpt['training']}"
     restored, labels, cfg = build_model(ckpt)
-    assert labels == ART5_LABELS and cfg == TINY_PREPROCESS and not restored.training
+    assert labels == ART5_LABELS and cfg == TINY_PREPROCESS and not restored.training, (
+        f"restored labels {labels}, preprocessing {cfg}, training mode {restored.training}"
+    )
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         diff = (restored(x).softmax(1) - model(x).softmax(1)).abs().max().item()
@@ -74,8 +77,8 @@ def test_label_validation():
 def test_label_map_file(tmp_path):
     path = tmp_path / "index_to_name.json"
     write_label_map(path, ART5_LABELS)
-    assert json.loads(path.read_text())["4"] == "sculpture"
-    assert read_label_map(path, 5) == ART5_LABELS
+    assert json.loads(path.read_text())["4"] == "sculpture", "label 4 is not sculpture in the written map"
+    assert read_label_map(path, 5) == ART5_LABELS, "the label map does not read back"
     path.write_text(json.dumps({"0": "a", "2": "b"}))
     with pytest.raises(ValueError, match="keys must be"):
         read_label_map(path)
@@ -87,7 +90,7 @@ def test_label_map_file(tmp_path):
 
 
 def test_archive_contents(tmp_path):
-    ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    ckpt = random_checkpoint(tmp_path / "tiny.pt", "tiny_vgg")
     mar = build_archive(ckpt, tmp_path / "store")
     with zipfile.ZipFile(mar) as z:
         names = set(z.namelist())
@@ -98,15 +101,23 @@ def test_archive_contents(tmp_path):
     for required in ("tiny.pt", "art_handler.py", "handlers/preprocessing.py", "handlers/model.py"):
         assert required in names, f"{required} missing from the archive: {sorted(names)}"
     assert not any("__pycache__" in n for n in names), "bytecode must not be archived"
-    assert manifest["model"]["handler"] == "art_handler.py" and manifest["model"]["modelName"] == "art-category"
-    assert labels == {str(i): label for i, label in enumerate(ART5_LABELS)}
-    assert card["version"] == manifest["model"]["modelVersion"] and len(card["weights_sha256"]) == 64
-    assert "batchSize" in model_config and "maxBatchDelay" in model_config
+    assert manifest["model"]["handler"] == "art_handler.py" and manifest["model"]["modelName"] == "art-category", (
+        f"manifest: {manifest['model']}"
+    )
+    assert labels == {str(i): label for i, label in enumerate(ART5_LABELS)}, (
+        f"index_to_name.json in the archive: {labels}"
+    )
+    assert card["version"] == manifest["model"]["modelVersion"] and len(card["weights_sha256"]) == 64, (
+        f"card version {card['version']} vs archive version {manifest['model']['modelVersion']}"
+    )
+    assert "batchSize" in model_config and "maxBatchDelay" in model_config, (
+        f"model-config.yaml in the archive lacks the batching settings:\n{model_config}"
+    )
     assert is_up_to_date(mar, [ckpt]), "a fresh archive is newer than its checkpoint"
 
 
 def test_archive_refuses_a_card_for_other_weights(tmp_path):
-    ckpt = make_tiny_checkpoint(tmp_path / "tiny.pt")
+    ckpt = random_checkpoint(tmp_path / "tiny.pt", "tiny_vgg")
     default_card_path(ckpt).write_text(json.dumps({"version": "v1", "weights_sha256": "0" * 64}))
     with pytest.raises(ValueError, match="export the card and checkpoint together"):
         build_archive(ckpt, tmp_path / "store")

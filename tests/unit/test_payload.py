@@ -25,7 +25,7 @@ def test_raw_body(ct):
 
 def test_bytearray_values_become_bytes():
     out = extract_image({"body": ("image/jpeg", bytearray(IMG))}, "image/jpeg", LIMIT)
-    assert isinstance(out, bytes) and out == IMG
+    assert isinstance(out, bytes) and out == IMG, f"extract_image returned {type(out).__name__}, not the image bytes"
 
 
 @pytest.mark.parametrize("field", ["image", "file", "data", "whatever"])
@@ -36,7 +36,9 @@ def test_multipart_field(field):
 
 def test_multipart_prefers_image_field_and_rejects_ambiguous_forms():
     fields = {"caption": ("text/plain", b"a painting"), "image": ("image/jpeg", IMG)}
-    assert extract_image(fields, "multipart/form-data; boundary=x", LIMIT) == IMG
+    assert extract_image(fields, "multipart/form-data; boundary=x", LIMIT) == IMG, (
+        "the image field was not preferred over the caption"
+    )
     with pytest.raises(BadRequest, match="no 'image' or 'file' field"):
         extract_image({"a": (None, b"1"), "b": (None, b"2")}, "multipart/form-data; boundary=x", LIMIT)
     with pytest.raises(UnsupportedMediaType, match="SVG"):
@@ -49,8 +51,12 @@ def body_json(doc) -> dict:
 
 def test_json_base64_and_data_url():
     b64 = base64.b64encode(IMG).decode()
-    assert extract_image(body_json({"image": b64}), "application/json", LIMIT) == IMG
-    assert extract_image(body_json({"image": "data:image/jpeg;base64," + b64}), "application/json", LIMIT) == IMG
+    assert extract_image(body_json({"image": b64}), "application/json", LIMIT) == IMG, (
+        "plain base64 did not decode to the image"
+    )
+    assert extract_image(body_json({"image": "data:image/jpeg;base64," + b64}), "application/json", LIMIT) == IMG, (
+        "a data URL did not decode to the image"
+    )
     wrapped = "\n".join(b64[i : i + 8] for i in range(0, len(b64), 8))
     assert extract_image(body_json({"image": wrapped}), "application/json", LIMIT) == IMG, "line-wrapped base64"
 
@@ -99,5 +105,5 @@ def test_no_body_is_400():
 
 
 def test_media_type():
-    assert media_type("Image/JPEG; q=1") == "image/jpeg"
-    assert media_type(None) == ""
+    assert media_type("Image/JPEG; q=1") == "image/jpeg", "media type not lower-cased without parameters"
+    assert media_type(None) == "", "a missing Content-Type is not the empty media type"

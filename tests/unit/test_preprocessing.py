@@ -54,7 +54,9 @@ def test_palette_with_transparency_and_la_are_composited():
     p = Image.new("P", (10, 10), 0)
     p.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     p.paste(1, (0, 0, 5, 10))
-    assert decode_image(encode(p, "PNG", transparency=0)).getpixel((8, 5)) == (255, 255, 255)
+    assert decode_image(encode(p, "PNG", transparency=0)).getpixel((8, 5)) == (255, 255, 255), (
+        "a transparent palette pixel was not composited on white"
+    )
     la = Image.new("LA", (10, 10), (0, 0))
     assert decode_image(encode(la, "PNG")).getpixel((5, 5)) == (255, 255, 255), "transparent LA must be white"
 
@@ -140,8 +142,8 @@ def test_decompression_bomb_refused_before_decoding():
 
 
 def test_limits_from_config_and_env():
-    assert Limits.from_config({}, env={}) == Limits()
-    assert Limits.from_config({"max_pixels": 10}, env={}).max_pixels == 10
+    assert Limits.from_config({}, env={}) == Limits(), "empty config and environment do not give the default limits"
+    assert Limits.from_config({"max_pixels": 10}, env={}).max_pixels == 10, "max_pixels from the config was ignored"
     assert Limits.from_config({"max_pixels": 10}, env={"ARTSERVE_MAX_PIXELS": "20"}).max_pixels == 20, "env wins"
     with pytest.raises(ValueError, match="not an integer"):
         Limits.from_config({}, env={"ARTSERVE_MAX_BYTES": "lots"})
@@ -175,6 +177,6 @@ def test_normalize_uses_mean_and_std():
 
 def test_preprocess_config_round_trip_and_validation():
     cfg = PreprocessConfig(resize=80, crop=64)
-    assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg
+    assert PreprocessConfig.from_dict(cfg.to_dict()) == cfg, "PreprocessConfig does not survive to_dict/from_dict"
     with pytest.raises(ValueError, match="at most resize"):
         PreprocessConfig(resize=64, crop=80)

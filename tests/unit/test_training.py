@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from handlers.card import default_card_path, sha256_file
 from handlers.model import ArtVGG, load_checkpoint
 from tests.imagefolder import make_image_folder, make_train_val
 from training import evaluate, export, schedule, train, weights
@@ -72,8 +73,6 @@ def test_tiny_vgg_overfits_a_handful_of_images(tmp_path, same_data):
 
     # Export: fp16 weights, card with sha256 of the exported file, and the fp32-vs-fp16 check.
     out, card = export.export(run_dir, tmp_path / "store" / "m.pt", device=torch.device("cpu"), notes="a test model")
-    from deploy.archive import default_card_path, sha256_file
-
     assert default_card_path(out).is_file(), "export wrote no model card next to the checkpoint"
     assert json.loads(default_card_path(out).read_text())["notes"] == "a test model", "card lost --notes"
     assert card["weights_sha256"] == sha256_file(out), "card sha256 is not the exported file's"

@@ -1,7 +1,7 @@
 """Tag a whole collection through the prediction endpoint, resumably, and write a review report.
 
-    python -m loadtests.tag_collection ../shared/data/art5/val --out runs/tag/val
-    python -m loadtests.tag_collection paths.csv --url http://127.0.0.1:8080/predictions/art-category --out runs/tag/x
+    python -m tagging.tag_collection ../shared/data/art5/val --out runs/tag/val
+    python -m tagging.tag_collection paths.csv --url http://127.0.0.1:8080/predictions/art-category --out runs/tag/x
 
 The input is a folder (searched recursively for image files) or a CSV with a ``path`` column (relative paths are
 taken from the CSV's folder) and an optional ``true_label`` column. Each answer is appended to ``OUT/tags.jsonl``
@@ -28,10 +28,14 @@ from pathlib import Path
 import yaml
 from tqdm import tqdm
 
-from loadtests.client import Client, Result
+from handlers import MODEL_NAME
+from tagging.client import Client, Result
+from tagging.evaluate import labels_from
+from tagging.review_report import write_report
+from training import exit_on_bad_input
 from training.data import IMAGE_EXTENSIONS
 
-DEFAULT_URL = "http://127.0.0.1:8080/predictions/art-category"
+DEFAULT_URL = f"http://127.0.0.1:8080/predictions/{MODEL_NAME}"
 CSV_FIELDS = ["path", "label", "probability", "top_k", "model_version", "review", "true_label", "status", "error"]
 
 
@@ -109,23 +113,27 @@ def end_line(path: Path) -> None:
                 f.write(b"\n")
 
 
+def needs_review(record: dict, review_below: float) -> bool:
+    """A prediction whose top-1 probability is below ``review_below`` (a failure has none: not for review)."""
+    return record.get("probability") is not None and record["probability"] < review_below
+
+
 def to_record(result: Result, review_below: float) -> dict:
-    """One JSONL line: the prediction, or the status and error of a failure."""
+    """One JSONL line: the prediction with its review flag at this run's threshold, or a failure's status, error."""
     body = result.body if result.ok else {}
-    probability = body.get("probability")
-    return {
+    record = {
         "path": result.path,
         "label": body.get("label"),
-        "probability": probability,
+        "probability": body.get("probability"),
         "top_k": body.get("top_k"),
         "model_version": body.get("model_version"),
-        "review": probability is not None and probability < review_below,
         "status": result.status,
         "error": result.error,
         "attempts": result.attempts,
         "seconds": round(result.seconds, 4),
         "tagged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    return {**record, "review": needs_review(record, review_below)}
 
 
 def is_tagged(record: dict | None) -> bool:
@@ -194,8 +202,6 @@ def write_csv(path: Path, records: list[dict]) -> None:
 def model_labels(args: argparse.Namespace, records: list[dict]) -> list[str]:
     """The model's labels: from ``--labels-from``, else every label the server put in any top-k answer."""
     if args.labels_from:
-        from training.evaluate import labels_from
-
         return labels_from(args.labels_from)
     return sorted({entry["label"] for r in records for entry in (r.get("top_k") or [])})
 
@@ -258,9 +264,7 @@ def output_records(records: list[dict], collection: Collection, args: argparse.N
     truth = true_labels(collection, model_labels(args, records))
     out = []
     for record in records:
-        record = dict(
-            record, review=record.get("probability") is not None and record["probability"] < args.review_below
-        )
+        record = dict(record, review=needs_review(record, args.review_below))
         if record["path"] in truth:
             record["true_label"] = truth[record["path"]]
         out.append(record)
@@ -301,8 +305,6 @@ def run(args: argparse.Namespace) -> dict:
         "csv": str(out / "tags.csv"),
     }
     if not args.no_report:
-        from loadtests.review_report import write_report
-
         summary["report"] = str(write_report(records, out / "report.html", args.review_below, args.source))
     sent = (
         "report only, nothing sent"
@@ -317,11 +319,7 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
-def main(args: argparse.Namespace) -> None:
-    try:
-        run(args)
-    except (ValueError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from None
+main = exit_on_bad_input(run)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""A concurrent client for the prediction endpoint, shared by evaluation and collection tagging.
+"""A concurrent client for the prediction endpoint: collection tagging, evaluation against a URL, the benchmark.
 
 Sends each image file as a raw body with its image Content-Type, with bounded concurrency, retrying
 only transient failures (503/502/504/429, connection errors) with exponential backoff and jitter.
@@ -11,7 +11,7 @@ import mimetypes
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,26 +80,15 @@ class Client:
                 time.sleep(self.backoff * 2 ** (attempt - 1) * (0.5 + random.random()))
         return Result(str(path), status, body, error, time.monotonic() - start, attempt)
 
-    def classify_many(
-        self, paths: Iterable[str | Path], concurrency: int = 8, on_result: Callable[[Result], None] | None = None
-    ) -> Iterator[Result]:
+    def classify_many(self, paths: Iterable[str | Path], concurrency: int = 8) -> Iterator[Result]:
         """Yield one Result per path as they complete, keeping at most ``concurrency`` in flight."""
-        paths = iter(paths)
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             pending = set()
             for path in paths:
                 pending.add(pool.submit(self.classify, path))
                 if len(pending) >= concurrency * 2:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    yield from self._emit(done, on_result)
+                    yield from (future.result() for future in done)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield from self._emit(done, on_result)
-
-    @staticmethod
-    def _emit(done, on_result) -> Iterator[Result]:
-        for future in done:
-            result = future.result()
-            if on_result:
-                on_result(result)
-            yield result
+                yield from (future.result() for future in done)

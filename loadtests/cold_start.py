@@ -1,6 +1,6 @@
 """Measure a new artserve pod's cold start on this machine: archive build plus TorchServe start to READY.
 
-    python -m deploy.k8s.cold_start [--arch vgg16_bn] [--repeats 2]
+    python -m loadtests.cold_start [--arch vgg16_bn] [--repeats 2]
 
 In the pod, an init container builds the .mar from the baked checkpoint (``deploy.archive``), then
 TorchServe starts and loads the model; the readiness probe passes once a worker is READY. This script
@@ -21,18 +21,15 @@ from pathlib import Path
 import torch
 
 from deploy.archive import build_archive
-from deploy.serve import Ports, start_server
-from handlers.model import ARCHS, ArtVGG, save_checkpoint
-from handlers.preprocessing import PreprocessConfig
-
-LABELS = ["class_a", "class_b", "class_c", "class_d", "class_e"]
+from deploy.server import Ports, start_server
+from handlers.model import ARCHS
+from loadtests.harness import random_checkpoint
 
 
 def measure_once(arch: str, dtype: torch.dtype, work: Path, timeout: float) -> dict:
-    checkpoint = work / f"{arch}.pt"
-    save_checkpoint(checkpoint, ArtVGG(len(LABELS), arch), LABELS, PreprocessConfig(), dtype=dtype)
+    checkpoint = random_checkpoint(work / f"{arch}.pt", arch, dtype=dtype)
     start = time.monotonic()
-    mar = build_archive(checkpoint, work / "store", "art-category")
+    mar = build_archive(checkpoint, work / "store")
     archive_s = time.monotonic() - start
     start = time.monotonic()
     server = start_server(mar, work / "run", Ports.free(), bind="127.0.0.1")

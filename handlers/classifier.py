@@ -1,0 +1,120 @@
+"""The classifier contract, engine-agnostic: request bytes -> uint8 tensor -> probabilities -> answer body.
+
+``ArtClassifier`` is what every front door calls: the TorchServe handler (``art_handler.py``), the naive
+baseline server, evaluation, the benchmark and the skew test, so a change to decoding, precision or memory
+layout is made here once. One image takes three named steps:
+
+* ``decode``: one request's image bytes -> ``uint8 (3, crop, crop)`` (``preprocessing.preprocess_bytes``),
+  or an ``InputError`` that answers that request alone;
+* ``predict``: a stacked ``uint8`` batch -> float32 probabilities on the CPU, computed on the classifier's
+  device with its precision (autocast dtype) and memory layout (channels_last);
+* ``encode``: one row of probabilities -> the documented JSON body.
+
+``warm_up`` runs one forward pass before the first request. Nothing here imports TorchServe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from handlers import MODEL_NAME
+from handlers.card import card_version
+from handlers.labels import read_label_map
+from handlers.model import build_model, load_checkpoint
+from handlers.postprocessing import prediction_body, probabilities
+from handlers.preprocessing import Limits, PreprocessConfig, normalize, preprocess_bytes
+
+
+class ArtClassifier:
+    """A model with its preprocessing, labels and answer format, on one device and precision.
+
+    ``labels`` are needed by :meth:`encode` only: evaluation, which scores probabilities, may leave them out.
+    ``model`` may be any module (or ``torch.compile`` of one) mapping a normalised batch to logits.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        preprocess: PreprocessConfig,
+        labels: Sequence[str] = (),
+        *,
+        name: str = MODEL_NAME,
+        version: str = "unknown",
+        top_k: int = 3,
+        limits: Limits = Limits(),
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.preprocess, self.labels = preprocess, list(labels)
+        self.name, self.version, self.top_k, self.limits = name, version, top_k, limits
+        self.device, self.channels_last, self.autocast_dtype = torch.device(device), channels_last, autocast_dtype
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint: str | os.PathLike | Mapping,
+        *,
+        labels_file: str | os.PathLike | None = None,
+        card: str | os.PathLike | None = None,
+        config: Mapping | None = None,
+        device: torch.device | str = "cpu",
+        name: str = MODEL_NAME,
+        version: str = "unknown",
+    ) -> ArtClassifier:
+        """From a checkpoint (a file, or a dict as :func:`load_checkpoint` returns it).
+
+        ``labels_file`` (``index_to_name.json``) must agree with the checkpoint's labels; the version is
+        ``card``'s ``version`` when the card exists and names one, else ``version``; ``config`` is
+        model-config.yaml's ``handler:`` section (``top_k``, ``max_bytes``, ``max_pixels``, the limits
+        overridable by ``ARTSERVE_MAX_BYTES``/``ARTSERVE_MAX_PIXELS``).
+        """
+        ckpt = checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint(checkpoint)
+        model, labels, preprocess = build_model(ckpt, read_label_map(labels_file) if labels_file else None)
+        config = config or {}
+        return cls(
+            model.to(device),
+            preprocess,
+            labels,
+            name=name,
+            version=card_version(card, version),
+            top_k=int(config.get("top_k", 3)),
+            limits=Limits.from_config(config),
+            device=device,
+        )
+
+    def decode(self, data: bytes) -> torch.Tensor:
+        """One request's image bytes -> ``uint8 (3, crop, crop)``; raises an ``InputError`` for bad input."""
+        return preprocess_bytes(data, self.preprocess, self.limits)
+
+    def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        """``uint8 (N, 3, H, W)`` on any device -> float32 probabilities ``(N, classes)`` on the CPU."""
+        x = batch.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = self.autocast_dtype
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            return probabilities(self.model(normalize(x, self.preprocess))).cpu()
+
+    def encode(self, probs: torch.Tensor) -> dict:
+        """One image's probabilities -> the answer body (label, probability, top_k, model, model_version)."""
+        if not self.labels:
+            raise ValueError("this classifier was built without labels, so it cannot encode answers")
+        return prediction_body(probs, self.labels, self.top_k, self.name, self.version)
+
+    def warm_up(self) -> None:
+        """One forward pass before the first request, so the first client does not pay for lazy initialisation."""
+        crop = self.preprocess.crop
+        self.predict(torch.zeros(1, 3, crop, crop, dtype=torch.uint8))
+
+    def __str__(self) -> str:
+        arch = getattr(self.model, "arch", type(self.model).__name__)
+        return (
+            f"{self.name} {self.version} ({arch}, {len(self.labels)} labels) on {self.device}, "
+            f"top_k={self.top_k}, limits={self.limits}"
+        )
