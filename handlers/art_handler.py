@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from ts.metrics.dimension import Dimension
 from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import BaseHandler
 
@@ -22,6 +23,9 @@ from handlers.errors import InputError
 from handlers.payload import extract_image
 
 logger = logging.getLogger(__name__)
+
+#: Response header naming the precision and layout the answer was computed in, e.g. ``bf16 + channels_last``.
+PRECISION_HEADER = "X-Artserve-Precision"
 
 
 class ArtHandler(BaseHandler):
@@ -64,6 +68,7 @@ class ArtHandler(BaseHandler):
         tensors, good = [], []
         for idx, row in enumerate(data):
             context.set_response_content_type(idx, "application/json")
+            context.set_response_header(idx, PRECISION_HEADER, str(self.classifier.precision))
             try:
                 tensors.append(self.classifier.decode(self._image(row or {}, context, idx)))
                 good.append(idx)
@@ -85,13 +90,14 @@ class ArtHandler(BaseHandler):
         )
         return results
 
-    @staticmethod
-    def _emit_metrics(context, batch_size: int, rejected: int, preprocess_ms: float, handler_ms: float) -> None:
+    def _emit_metrics(self, context, batch_size: int, rejected: int, preprocess_ms: float, handler_ms: float) -> None:
         metrics = context.metrics
         if metrics is None:
             return
         # Fresh dimension lists each call: TorchServe's add_* append to a shared default list otherwise.
         metrics.add_metric("ArtserveBatchSize", batch_size, "count", dimensions=[], metric_type=MetricTypes.GAUGE)
+        precision = [Dimension("Precision", str(self.classifier.precision).replace(" ", ""))]
+        metrics.add_metric("ArtservePrecision", 1, "count", dimensions=precision, metric_type=MetricTypes.GAUGE)
         metrics.add_counter("ArtserveBatches", 1, dimensions=[])
         metrics.add_counter("ArtserveImages", batch_size, dimensions=[])
         metrics.add_counter("ArtserveRejectedImages", rejected, dimensions=[])

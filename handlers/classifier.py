@@ -7,7 +7,11 @@ layout is made here once. One image takes three named steps:
 * ``decode``: one request's image bytes -> ``uint8 (3, crop, crop)`` (``preprocessing.preprocess_bytes``),
   or an ``InputError`` that answers that request alone;
 * ``predict``: a stacked ``uint8`` batch -> float32 probabilities on the CPU, computed on the classifier's
-  device with its precision (autocast dtype) and memory layout (channels_last);
+  device with its precision (fp32, bf16 or fp16) and memory layout (channels_last). A classifier made by
+  :meth:`ArtClassifier.load` converts the model's weights to that precision and layout once, at load
+  (``handler.precision`` / ``handler.channels_last`` in model-config.yaml, ``auto`` by default:
+  ``handlers.precision.resolve_precision``); one wrapped around a model that is still training leaves the
+  weights alone and autocasts instead;
 * ``encode``: one row of probabilities -> the documented JSON body.
 
 ``warm_up`` runs one forward pass before the first request. Nothing here imports TorchServe.
@@ -26,6 +30,7 @@ from handlers.card import card_version
 from handlers.labels import read_label_map
 from handlers.model import build_model, load_checkpoint
 from handlers.postprocessing import prediction_body, probabilities
+from handlers.precision import FP32, Precision, resolve_precision
 from handlers.preprocessing import Limits, PreprocessConfig, normalize, preprocess_bytes
 
 
@@ -47,13 +52,18 @@ class ArtClassifier:
         top_k: int = 3,
         limits: Limits = Limits(),
         device: torch.device | str = "cpu",
-        channels_last: bool = False,
-        autocast_dtype: torch.dtype | None = None,
+        precision: Precision = FP32,
+        convert: bool = False,
     ) -> None:
+        """``convert``: cast the model's weights and layout to ``precision`` now, once (serving); otherwise the
+        weights stay as they are and :meth:`predict` autocasts (a model that goes on training in fp32)."""
         self.model = model.eval()
         self.preprocess, self.labels = preprocess, list(labels)
         self.name, self.version, self.top_k, self.limits = name, version, top_k, limits
-        self.device, self.channels_last, self.autocast_dtype = torch.device(device), channels_last, autocast_dtype
+        self.device, self.precision, self.converted = torch.device(device), precision, convert
+        if convert:
+            layout = torch.channels_last if precision.channels_last else torch.contiguous_format
+            self.model.to(device=self.device, dtype=precision.dtype or torch.float32, memory_format=layout)
 
     @classmethod
     def load(
@@ -66,17 +76,25 @@ class ArtClassifier:
         device: torch.device | str = "cpu",
         name: str = MODEL_NAME,
         version: str = "unknown",
+        precision: str | None = None,
     ) -> ArtClassifier:
         """From a checkpoint (a file, or a dict as :func:`load_checkpoint` returns it).
 
         ``labels_file`` (``index_to_name.json``) must agree with the checkpoint's labels; the version is
         ``card``'s ``version`` when the card exists and names one, else ``version``; ``config`` is
         model-config.yaml's ``handler:`` section (``top_k``, ``max_bytes``, ``max_pixels``, the limits
-        overridable by ``ARTSERVE_MAX_BYTES``/``ARTSERVE_MAX_PIXELS``).
+        overridable by ``ARTSERVE_MAX_BYTES``/``ARTSERVE_MAX_PIXELS``; ``precision`` and ``channels_last``,
+        overridable by ``ARTSERVE_PRECISION``/``ARTSERVE_CHANNELS_LAST``). ``precision`` (auto, fp32, bf16,
+        fp16) overrides both config and environment: evaluation and export compare named precisions.
         """
         ckpt = checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint(checkpoint)
         model, labels, preprocess = build_model(ckpt, read_label_map(labels_file) if labels_file else None)
-        config = config or {}
+        config = dict(config or {})
+        if precision is not None:  # a named precision: neither the config's nor the environment's
+            config.pop("channels_last", None)
+            config["precision"] = precision
+        device = torch.device(device)
+        chosen = resolve_precision(config, device, env={} if precision is not None else os.environ)
         return cls(
             model.to(device),
             preprocess,
@@ -86,6 +104,8 @@ class ArtClassifier:
             top_k=int(config.get("top_k", 3)),
             limits=Limits.from_config(config),
             device=device,
+            precision=chosen,
+            convert=True,
         )
 
     def decode(self, data: bytes) -> torch.Tensor:
@@ -95,11 +115,14 @@ class ArtClassifier:
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
         """``uint8 (N, 3, H, W)`` on any device -> float32 probabilities ``(N, classes)`` on the CPU."""
         x = batch.to(self.device, non_blocking=True)
-        if self.channels_last:
+        if self.precision.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        dtype = self.autocast_dtype
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            return probabilities(self.model(normalize(x, self.preprocess))).cpu()
+        dtype = self.precision.dtype
+        with torch.inference_mode():
+            if self.converted:  # weights already in dtype: the input follows them, no per-call casts
+                return probabilities(self.model(normalize(x, self.preprocess).to(dtype or torch.float32))).cpu()
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                return probabilities(self.model(normalize(x, self.preprocess))).cpu()
 
     def encode(self, probs: torch.Tensor) -> dict:
         """One image's probabilities -> the answer body (label, probability, top_k, model, model_version)."""
@@ -115,6 +138,6 @@ class ArtClassifier:
     def __str__(self) -> str:
         arch = getattr(self.model, "arch", type(self.model).__name__)
         return (
-            f"{self.name} {self.version} ({arch}, {len(self.labels)} labels) on {self.device}, "
+            f"{self.name} {self.version} ({arch}, {len(self.labels)} labels) on {self.device}, {self.precision}, "
             f"top_k={self.top_k}, limits={self.limits}"
         )

@@ -67,6 +67,14 @@ class Precision:
         return f"{self.name}{' + channels_last' if self.channels_last else ''}"
 
 
+FP32 = Precision("fp32", None, False)
+
+
+def precision_of(dtype: torch.dtype | None, channels_last: bool) -> Precision:
+    """The :class:`Precision` of an autocast dtype (None = fp32) and a layout."""
+    return Precision(_NAMES[dtype], dtype, channels_last)
+
+
 def _switch(raw: object, what: str) -> bool | None:
     """``auto`` -> None; true/false (any YAML spelling) -> bool."""
     text = str(raw).strip().lower()

@@ -25,6 +25,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 
 from handlers.classifier import ArtClassifier
 from handlers.model import load_checkpoint
+from handlers.precision import precision_of, resolve_precision
 from handlers.preprocessing import PreprocessConfig
 from training import exit_on_bad_input
 from training.data import EvalImages, FolderScan, class_counts, scan_folder
@@ -157,15 +158,20 @@ def predict(
     autocast_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, list[int], list[tuple[int, str]]]:
     """:func:`predict_batches` for a bare model (the training loop's, in eval mode from here on)."""
-    classifier = ArtClassifier(model, cfg, device=device, channels_last=channels_last, autocast_dtype=autocast_dtype)
+    classifier = ArtClassifier(model, cfg, device=device, precision=precision_of(autocast_dtype, channels_last))
     return predict_batches(classifier, loader)
 
 
 def evaluate_checkpoint(
-    scan: FolderScan, checkpoint: str | Path, batch_size: int, workers: int, device: torch.device
+    scan: FolderScan,
+    checkpoint: str | Path,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    precision: str = "fp32",
 ) -> tuple[list[int], list[int], list[tuple[str, str]], torch.Tensor]:
     """(y_true, y_pred, failures as (path, error), probabilities) for every image in ``scan``."""
-    classifier = ArtClassifier.load(checkpoint, device=device)
+    classifier = ArtClassifier.load(checkpoint, device=device, precision=precision)
     loader = eval_loader(scan.samples, classifier.preprocess, batch_size, workers, device)
     probs, y_true, failures = predict_batches(classifier, loader)
     y_pred = probs.argmax(dim=1).tolist()
@@ -246,7 +252,25 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="loader processes (default: min(8, CPUs) on CUDA, 0 on CPU)"
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="compute precision, as the server's handler.precision; other than fp32, the fp32 answers are "
+        "computed too and compared (changed top-1, largest probability difference) (default: fp32)",
+    )
     return p
+
+
+def precision_check(fp32: torch.Tensor, reduced: torch.Tensor, name: str) -> dict:
+    """How far the reduced-precision answers are from fp32's on the same images."""
+    return {
+        "precision": name,
+        "reference": "fp32",
+        "n_images": len(fp32),
+        "changed_predictions": int((fp32.argmax(1) != reduced.argmax(1)).sum()),
+        "max_probability_difference": float((fp32 - reduced).abs().max()) if len(fp32) else 0.0,
+    }
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -255,9 +279,20 @@ def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device) if args.device else default_device()
     workers = default_workers(device) if args.workers is None else args.workers
     start = time.perf_counter()
-    y_true, y_pred, failures, _ = evaluate_checkpoint(scan, args.checkpoint, args.batch_size, workers, device)
-    source = {"checkpoint": str(args.checkpoint), "device": str(device)}
-    return report(args, scan, (y_true, y_pred, failures), time.perf_counter() - start, source)
+    y_true, y_pred, failures, probs = evaluate_checkpoint(
+        scan, args.checkpoint, args.batch_size, workers, device, args.precision
+    )
+    seconds = time.perf_counter() - start
+    source = {"checkpoint": str(args.checkpoint), "device": str(device), "precision": args.precision}
+    if args.precision != "fp32":
+        *_, fp32 = evaluate_checkpoint(scan, args.checkpoint, args.batch_size, workers, device, "fp32")
+        check = precision_check(fp32, probs, str(resolve_precision({"precision": args.precision}, device, env={})))
+        source["precision_check"] = check
+        print(
+            f"{check['precision']} vs fp32 on {check['n_images']} images: {check['changed_predictions']} top-1 "
+            f"predictions changed, largest probability difference {check['max_probability_difference']:.2e}"
+        )
+    return report(args, scan, (y_true, y_pred, failures), seconds, source)
 
 
 main = exit_on_bad_input(run)

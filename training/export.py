@@ -7,8 +7,9 @@ Writes ``OUTPUT`` (weights in ``--dtype``, arch, labels, preprocessing and the r
 record) and ``OUTPUT`` with ``.card.json`` (``handlers.card.default_card_path``): name, version
 (``<arch>-<date>-<sha12>``), ``weights_sha256`` of the exported file, data source and per-class
 counts, metrics and training arguments. Unless ``--no-eval``, the run's validation images are
-classified with both the fp32 run checkpoint and the exported one, and the card records both
-results and how many predictions changed.
+classified with the fp32 run checkpoint in fp32 and with the exported one as the server computes it
+(``--precision``, default auto: bf16 on a CPU with native bf16), and the card records both results,
+how many predictions changed and the largest probability difference.
 """
 
 from __future__ import annotations
@@ -30,14 +31,19 @@ from training.evaluate import compute_metrics, default_device, default_workers, 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-def validation_comparison(reference: dict, exported: dict, device: torch.device, batch_size: int = 64) -> dict:
-    """Classify the run's validation split with both checkpoints (serving path, fp32 compute)."""
+def validation_comparison(
+    reference: dict, exported: dict, device: torch.device, batch_size: int = 64, precision: str = "auto"
+) -> dict:
+    """Classify the run's validation split with the fp32 run checkpoint computed in fp32 and with the exported
+    checkpoint computed as the server will (``precision``: auto = the serving default on this machine)."""
     record = reference["training"]
     args = record["args"]
     splits = find_splits(record["data"], args["val_fraction"], args["seed"], args["limit_per_class"])
     results, probs = {}, {}
-    for name, ckpt in (("reference", reference), ("exported", exported)):
-        classifier = ArtClassifier.load(ckpt, device=device)
+    served = None
+    for name, ckpt, chosen in (("reference", reference, "fp32"), ("exported", exported, precision)):
+        classifier = ArtClassifier.load(ckpt, device=device, precision=chosen)
+        served = str(classifier.precision)
         start = time.perf_counter()
         loader = eval_loader(splits.val, classifier.preprocess, batch_size, default_workers(device), device)
         p, targets, failures = predict_batches(classifier, loader)
@@ -51,6 +57,8 @@ def validation_comparison(reference: dict, exported: dict, device: torch.device,
         "data": splits.source,
         "n_images": ref["n_images"],
         "reference_dtype": "float32",
+        "reference_precision": "fp32",
+        "exported_precision": served,
         "reference": {k: ref[k] for k in ("accuracy", "macro_f1", "weighted_f1", "per_class")},
         "exported": {k: exp[k] for k in ("accuracy", "macro_f1", "weighted_f1", "per_class")},
         "accuracy_difference": exp["accuracy"] - ref["accuracy"],
@@ -125,6 +133,7 @@ def export(
     evaluate: bool = True,
     device: torch.device | None = None,
     notes: str | None = None,
+    precision: str = "auto",
 ) -> tuple[Path, dict]:
     """Write the compact checkpoint and its card; returns (checkpoint path, card)."""
     source = Path(run_dir) / checkpoint
@@ -135,7 +144,11 @@ def export(
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(output, model, labels, cfg, DTYPES[dtype], extra={"training": ckpt["training"]})
-    comparison = validation_comparison(ckpt, load_checkpoint(output), device or default_device()) if evaluate else None
+    comparison = None
+    if evaluate:
+        comparison = validation_comparison(
+            ckpt, load_checkpoint(output), device or default_device(), precision=precision
+        )
     card = make_card(name, ckpt, output, dtype, comparison, notes)
     default_card_path(output).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return output, card
@@ -153,6 +166,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--dtype", default="float16", choices=sorted(DTYPES), help="stored weight type (default: %(default)s)"
     )
     p.add_argument("--no-eval", action="store_true", help="skip the fp32-vs-exported validation check (default: off)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="precision the exported model is checked in, as served (default: auto)",
+    )
     p.add_argument("--device", default=None, help="device for the check (default: cuda if available, else cpu)")
     p.add_argument(
         "--notes", default=None, help="free text for the card: intended use, limitations, provenance (default: none)"
@@ -164,7 +183,15 @@ def main(args: argparse.Namespace) -> None:
     device = torch.device(args.device) if args.device else None
     try:
         output, card = export(
-            args.run_dir, args.output, args.name, args.checkpoint, args.dtype, not args.no_eval, device, args.notes
+            args.run_dir,
+            args.output,
+            args.name,
+            args.checkpoint,
+            args.dtype,
+            not args.no_eval,
+            device,
+            args.notes,
+            args.precision,
         )
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e} (--no-eval skips the validation check when the run's data is not here)") from None
@@ -175,7 +202,8 @@ def main(args: argparse.Namespace) -> None:
         ref, exp = check["reference"], check["exported"]
         print(
             f"validation ({check['n_images']} images): fp32 accuracy {ref['accuracy']:.4f} macro-F1 "
-            f"{ref['macro_f1']:.4f}; {args.dtype} accuracy {exp['accuracy']:.4f} macro-F1 {exp['macro_f1']:.4f}; "
+            f"{ref['macro_f1']:.4f}; {args.dtype} computed in {check['exported_precision']}: accuracy "
+            f"{exp['accuracy']:.4f} macro-F1 {exp['macro_f1']:.4f}; "
             f"{check['changed_predictions']} predictions changed, max probability difference "
             f"{check['max_probability_difference']:.2e}"
         )

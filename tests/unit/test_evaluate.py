@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from handlers.model import load_checkpoint
 from loadtests.harness import random_checkpoint
 from tests.imagefolder import add_unreadable, make_image_folder
 from training import evaluate
@@ -68,3 +69,14 @@ def test_checkpoint_evaluation_counts_unreadable_images(tmp_path, capsys):
 def test_evaluate_needs_a_checkpoint_or_a_url(tmp_path):
     with pytest.raises(SystemExit):
         evaluate.get_args_parser().parse_args([str(tmp_path)])
+
+
+def test_reduced_precision_is_compared_with_fp32(tmp_path):
+    ckpt = random_checkpoint(tmp_path / "m.pt", "tiny_vgg")
+    data = make_image_folder(tmp_path / "data", list(load_checkpoint(ckpt)["labels"]), per_class=2)
+    args = evaluate.get_args_parser().parse_args(
+        [str(data), "--checkpoint", str(ckpt), "--precision", "bf16", "--json", str(tmp_path / "e.json")]
+    )
+    check = evaluate.run(args)["precision_check"]
+    assert check["precision"] == "bf16 + channels_last" and check["n_images"] == 10, check
+    assert 0 <= check["changed_predictions"] <= 10 and check["max_probability_difference"] < 0.05, check

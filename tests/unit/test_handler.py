@@ -107,7 +107,7 @@ def test_mixed_batch_answers_each_request_on_its_own(tmp_path):
 
 def test_prediction_equals_in_process_model(tmp_path):
     directory = model_dir(tmp_path)
-    handler, ctx = initialized(directory, 1, {"handler": {"top_k": 5}})
+    handler, ctx = initialized(directory, 1, {"handler": {"top_k": 5, "precision": "fp32"}})
     data = jpeg(seed=7)
     out = run_batch(handler, ctx, [raw_request(data)])[0]
 
@@ -121,6 +121,29 @@ def test_prediction_equals_in_process_model(tmp_path):
     for label, p in served.items():
         assert abs(p - expected[label]) < 1e-5, f"{label}: served {p}, in-process {expected[label]}"
     assert abs(sum(served.values()) - 1) < 1e-4, f"softmax probabilities must sum to 1, got {sum(served.values())}"
+
+
+def test_reduced_precision_is_converted_once_reported_and_close_to_fp32(tmp_path, monkeypatch):
+    directory = model_dir(tmp_path)
+    images = [raw_request(jpeg(seed=s)) for s in range(4)]
+    monkeypatch.setenv("ARTSERVE_PRECISION", "fp32")
+    reference, ctx32 = initialized(directory, 4, {"handler": {"top_k": 5, "precision": "bf16"}})
+    assert str(reference.classifier.precision) == "fp32", "ARTSERVE_PRECISION must override model-config.yaml"
+    fp32 = run_batch(reference, ctx32, images)
+    monkeypatch.delenv("ARTSERVE_PRECISION")
+    handler, ctx = initialized(directory, 4, {"handler": {"top_k": 5, "precision": "bf16"}})
+    dtypes = {p.dtype for p in handler.classifier.model.parameters()}
+    assert dtypes == {torch.bfloat16}, f"bf16 weights must be converted once at load, found {dtypes}"
+    bf16 = run_batch(handler, ctx, images)
+    assert ctx.get_response_headers(0).get("X-Artserve-Precision") == "bf16 + channels_last", ctx.get_response_headers(
+        0
+    )
+    assert ctx.metrics.values("ArtservePrecision") == [1], f"precision gauge missing: {ctx.metrics.calls}"
+    for a, b in zip(fp32, bf16, strict=True):
+        pa = {d["label"]: d["probability"] for d in a["top_k"]}
+        pb = {d["label"]: d["probability"] for d in b["top_k"]}
+        worst = max(abs(pa[k] - pb[k]) for k in pa)
+        assert worst < 0.02, f"bf16 answer too far from fp32 ({worst:.4f}): {a} vs {b}"
 
 
 def test_all_bad_batch_runs_no_forward_pass(tmp_path):
