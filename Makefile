@@ -26,7 +26,7 @@ help:
 	@echo "make loadtest [URL= USERS= DURATION=60|30s|2m SHAPE=steady|stages|spike PROMETHEUS_URL=]  Locust run + report"
 	@echo "make monitor                  local Prometheus (127.0.0.1:9090) scraping make serve's metrics"
 	@echo "make smoke                    32 concurrent requests, 2 corrupt, against make serve: answers and batching"
-	@echo "make bench                    CPU serving-efficiency benchmark (about 6 min on 2 cores)"
+	@echo "make bench [BENCH_ARGS=...]   fp32 vs the fast path: ceiling, served, naive, ab -k (about 15 min on 2 cores)"
 	@echo "make faults / overload / soak [LOAD_ARGS=...]  reliability measurements (docs/reliability.md)"
 	@echo "make venv                     create/refresh .venv with the pinned stack"
 	@echo "make k8s-check                render and validate every Kubernetes overlay (no cluster needed)"
@@ -101,7 +101,8 @@ monitor: venv system-deps
 	$(PY) -m deploy.prometheus.local --target 127.0.0.1:8082 --port 9090
 
 bench: venv java
-	$(PY) -m loadtests.bench
+	@$(MAKE) --no-print-directory system-deps SYSTEM_PKGS=apache2-utils   # ab, the client of TorchServe's figures
+	$(PY) -m loadtests.bench $(BENCH_ARGS)
 
 # The layers contract in pyproject.toml ([tool.importlinter]): handlers <- deploy <- training <- tagging <- loadtests.
 lint: venv

@@ -3,7 +3,8 @@
     python -m loadtests.naive_server --checkpoint CKPT --port 8090
 
 One POST = one decode + one forward pass of batch 1, through the same ``ArtClassifier`` as the
-TorchServe handler (answers say ``model_version: naive``). Threaded like a Flask development server
+TorchServe handler, so in the same precision and layout (``--precision``); answers say
+``model_version: naive``. Threaded like a Flask development server
 (``threaded=True``): concurrent requests run their forward passes at the same time and share the CPU.
 Raw image bodies only.
 """
@@ -21,8 +22,8 @@ from handlers.errors import InputError
 MAX_BODY = 28 * 1024 * 1024
 
 
-def make_handler(checkpoint: str, name: str) -> type[BaseHTTPRequestHandler]:
-    classifier = ArtClassifier.load(checkpoint, name=name, version="naive")
+def make_handler(checkpoint: str, name: str, precision: str | None = None) -> type[BaseHTTPRequestHandler]:
+    classifier = ArtClassifier.load(checkpoint, name=name, version="naive", precision=precision)
 
     class Predict(BaseHTTPRequestHandler):
         def _reply(self, status: int, body: dict) -> None:
@@ -59,11 +60,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="artserve checkpoint (required)")
     p.add_argument("--port", type=int, default=8090, help="listen on 127.0.0.1:PORT (default: %(default)s)")
     p.add_argument("--name", default=MODEL_NAME, help="model name in responses (default: %(default)s)")
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="compute precision, as the handler's (default: ARTSERVE_PRECISION, else auto)",
+    )
     return p
 
 
 def main(args: argparse.Namespace) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args.checkpoint, args.name))
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(args.checkpoint, args.name, args.precision))
     try:
         server.serve_forever()
     finally:
