@@ -34,9 +34,13 @@ class FakeContext:
         self.metrics = None
         self.headers = headers or []
         self.status: dict[int, tuple[int, str]] = {}
+        self.response_headers: dict[int, dict[str, str]] = {}
 
     def get_all_request_header(self, idx: int) -> dict:
         return self.headers[idx] if idx < len(self.headers) else {}
+
+    def set_response_header(self, idx: int, key: str, value: str) -> None:
+        self.response_headers.setdefault(idx, {})[key] = value
 
     def set_response_content_type(self, idx: int, value: str) -> None:
         pass
