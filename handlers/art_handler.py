@@ -96,7 +96,8 @@ class ArtHandler(BaseHandler):
     @staticmethod
     def _is_explain_request(context, idx: int) -> bool:
         """TorchServe's frontend sets the header ``explain: True`` on requests to ``/explanations/<model>``."""
-        return str(context.get_request_header(idx, "explain") or "").lower() == "true"
+        headers = context.get_all_request_header(idx) or {}
+        return any(k.lower() == "explain" and str(v).lower() == "true" for k, v in headers.items())
 
     @staticmethod
     def _emit_metrics(context, batch_size: int, rejected: int, preprocess_ms: float, handler_ms: float) -> None:
