@@ -2,7 +2,11 @@
 
 Per batch: find and decode each request's image on its own (a bad one gets its own 4xx JSON error),
 classify all the good ones in one forward pass, answer each with the documented JSON body, and emit
-the handler's metrics. Decoding, prediction and the answer are ``ArtClassifier``'s (``classifier.py``).
+the handler's metrics. Requests of the explanations API (``POST /explanations/<model>``: TorchServe's
+frontend marks each with the request header ``explain: True``) get Grad-CAM answers (``ArtClassifier.explain``)
+instead; a batch may mix both kinds, so the header is read per request, not for request 0 alone as
+TorchServe's ``BaseHandler._is_explain`` does. Decoding, prediction, explanation and the answer are
+``ArtClassifier``'s (``classifier.py``).
 """
 
 from __future__ import annotations
@@ -65,13 +69,14 @@ class ArtHandler(BaseHandler):
     def handle(self, data: list, context) -> list:
         start = time.perf_counter()
         results: list = [None] * len(data)
-        tensors, good = [], []
+        decoded: dict[int, torch.Tensor] = {}
+        good, explain = [], []  # request indices decoded, for predictions and for explanations
         for idx, row in enumerate(data):
             context.set_response_content_type(idx, "application/json")
             context.set_response_header(idx, PRECISION_HEADER, str(self.classifier.precision))
             try:
-                tensors.append(self.classifier.decode(self._image(row or {}, context, idx)))
-                good.append(idx)
+                decoded[idx] = self.classifier.decode(self._image(row or {}, context, idx))
+                (explain if self._is_explain_request(context, idx) else good).append(idx)
             except InputError as e:
                 results[idx] = e.to_body()
                 context.set_response_status(e.status, e.type, idx)
@@ -81,14 +86,23 @@ class ArtHandler(BaseHandler):
                 context.set_response_status(500, "internal", idx)
         preprocess_ms = (time.perf_counter() - start) * 1000
 
-        if tensors:
-            probs = self.classifier.predict(torch.stack(tensors))
+        if good:
+            probs = self.classifier.predict(torch.stack([decoded[idx] for idx in good]))
             for row, idx in enumerate(good):
                 results[idx] = self.classifier.encode(probs[row])
-        self._emit_metrics(
-            context, len(data), len(data) - len(good), preprocess_ms, (time.perf_counter() - start) * 1000
-        )
+        if explain:
+            bodies = self.classifier.explain(torch.stack([decoded[idx] for idx in explain]))
+            for idx, body in zip(explain, bodies, strict=True):
+                results[idx] = body
+        rejected = len(data) - len(decoded)
+        self._emit_metrics(context, len(data), rejected, preprocess_ms, (time.perf_counter() - start) * 1000)
         return results
+
+    @staticmethod
+    def _is_explain_request(context, idx: int) -> bool:
+        """TorchServe's frontend sets the header ``explain: True`` on requests to ``/explanations/<model>``."""
+        headers = context.get_all_request_header(idx) or {}
+        return any(k.lower() == "explain" and str(v).lower() == "true" for k, v in headers.items())
 
     def _emit_metrics(self, context, batch_size: int, rejected: int, preprocess_ms: float, handler_ms: float) -> None:
         metrics = context.metrics

@@ -14,11 +14,13 @@ layout is made here once. One image takes three named steps:
   weights alone and autocasts instead;
 * ``encode``: one row of probabilities -> the documented JSON body.
 
-``warm_up`` runs one forward pass before the first request. Nothing here imports TorchServe.
+``warm_up`` runs one forward pass before the first request; ``explain`` answers the explanations API (Grad-CAM
+of the predicted label, always computed in float32). Nothing here imports TorchServe.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping, Sequence
 
@@ -27,6 +29,7 @@ from torch import nn
 
 from handlers import MODEL_NAME
 from handlers.card import card_version
+from handlers.explain import cam_grid, grad_cam
 from handlers.labels import read_label_map
 from handlers.model import build_model, load_checkpoint
 from handlers.postprocessing import prediction_body, probabilities
@@ -141,3 +144,46 @@ class ArtClassifier:
             f"{self.name} {self.version} ({arch}, {len(self.labels)} labels) on {self.device}, {self.precision}, "
             f"top_k={self.top_k}, limits={self.limits}"
         )
+
+    def explain(self, batch: torch.Tensor) -> list[dict]:
+        """``uint8 (N, 3, H, W)`` -> one explanation body per image: the predicted label (as :meth:`predict` and
+        the predictions endpoint give it) with its Grad-CAM map over the last convolution block.
+
+        Grad-CAM needs gradients, so it runs outside inference mode and always in float32, whatever precision
+        :meth:`predict` uses: autocast is off for the pass, and when the weights themselves are stored in a lower
+        precision, a float32 copy of the model (made once, kept for later calls) computes it; the served model
+        is never changed. ``crop_fraction`` (crop / resize) says which centred square of the image, as a
+        fraction of its shorter side, the map covers.
+        """
+        probs = self.predict(batch)
+        with torch.inference_mode(False):
+            x = normalize(batch.to(self.device), self.preprocess)
+            cams, targets = grad_cam(self._fp32_model(), x, probs.argmax(1).to(self.device))
+        crop_fraction = round(self.preprocess.crop / self.preprocess.resize, 6)
+        bodies = []
+        for row, cam, target in zip(probs, cams.cpu(), targets.tolist(), strict=True):
+            answer = self.encode(row)
+            bodies.append(
+                {
+                    "label": answer["label"],
+                    "probability": answer["probability"],
+                    "explains": self.labels[target],
+                    "method": "grad-cam",
+                    "cam": cam_grid(cam),
+                    "height": int(cam.shape[0]),
+                    "width": int(cam.shape[1]),
+                    "crop_fraction": crop_fraction,
+                    "model": self.name,
+                    "model_version": self.version,
+                }
+            )
+        return bodies
+
+    def _fp32_model(self) -> nn.Module:
+        """The served module when its weights are float32, else a float32 copy of it (cached)."""
+        model = getattr(self.model, "_orig_mod", self.model)  # the module under a torch.compile wrapper
+        if all(p.dtype == torch.float32 for p in model.parameters()):
+            return model
+        if getattr(self, "_fp32_copy", None) is None:
+            self._fp32_copy = copy.deepcopy(model).float().eval()
+        return self._fp32_copy

@@ -200,3 +200,33 @@ def test_archive_without_checkpoint_fails_clearly(tmp_path):
     shutil.move(directory / "tiny.pt", directory / "other.pt")
     with pytest.raises(FileNotFoundError):
         initialized(directory, 1)
+
+
+def explain_request(data: bytes, ct: str = "image/jpeg") -> tuple[dict, dict]:
+    """A request as TorchServe's frontend passes one from ``POST /explanations/<model>``."""
+    row, headers = raw_request(data, ct)
+    return row, {**headers, "explain": "True"}
+
+
+def test_explanations_mixed_with_predictions_and_errors_in_one_batch(tmp_path):
+    handler, ctx = initialized(model_dir(tmp_path, card={"version": "test-card-1"}), 4)
+    image = jpeg(seed=3)
+    requests = [explain_request(image), raw_request(image), explain_request(corrupt_jpeg()), explain_request(image)]
+    out = run_batch(handler, ctx, requests)
+
+    statuses = [ctx.get_response_status(i)[0] or 200 for i in range(len(requests))]
+    assert statuses == [200, 200, 400, 200], f"per-request statuses: {statuses}"
+    assert out[2]["type"] == "bad_image", f"the corrupt image's explanation must be its own 400: {out[2]}"
+    assert "top_k" in out[1] and "cam" not in out[1], f"a prediction request got an explanation: {out[1]}"
+    keys = {"label", "probability", "explains", "method", "cam", "height", "width", "crop_fraction", "model"}
+    for body in (out[0], out[3]):
+        assert keys | {"model_version"} == set(body), f"explanation body keys: {sorted(body)}"
+        assert body["label"] == out[1]["label"] == body["explains"], f"explains another label: {body['explains']}"
+        assert abs(body["probability"] - out[1]["probability"]) < 1e-5, "explanation and prediction disagree"
+        assert body["method"] == "grad-cam" and body["model_version"] == "test-card-1", body
+        cam = body["cam"]
+        assert (body["height"], body["width"]) == (4, 4) and len(cam) == 4 and {len(r) for r in cam} == {4}, cam
+        assert all(0.0 <= v <= 1.0 for r in cam for v in r), f"cam values outside [0, 1]: {cam}"
+        assert body["crop_fraction"] == round(TINY_PREPROCESS.crop / TINY_PREPROCESS.resize, 6), body
+    assert out[0]["cam"] == out[3]["cam"], "the same image must get the same map in one batch"
+    assert ctx.metrics.values("ArtserveRejectedImages") == [1], f"rejected metric: {ctx.metrics.calls}"
