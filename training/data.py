@@ -10,6 +10,7 @@ training images are decoded the same way once, kept in memory and augmented ther
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -162,8 +163,6 @@ def read_labelled_csv(
     directory. Images in ``exclude`` (the dev and validation splits) are dropped, and images already in
     ``already`` (the training split) skipped; returns the samples to add and a record of what the file gave.
     A label that is not among ``classes`` or a missing file is an error naming it."""
-    import csv
-
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)

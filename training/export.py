@@ -40,10 +40,10 @@ def validation_comparison(
     args = record["args"]
     splits = find_splits(record["data"], args["val_fraction"], args["seed"], args["limit_per_class"])
     results, probs = {}, {}
-    served = None
+    computed_in = {}
     for name, ckpt, chosen in (("reference", reference, "fp32"), ("exported", exported, precision)):
         classifier = ArtClassifier.load(ckpt, device=device, precision=chosen)
-        served = str(classifier.precision)
+        computed_in[name] = str(classifier.precision)
         start = time.perf_counter()
         loader = eval_loader(splits.val, classifier.preprocess, batch_size, default_workers(device), device)
         p, targets, failures = predict_batches(classifier, loader)
@@ -57,8 +57,8 @@ def validation_comparison(
         "data": splits.source,
         "n_images": ref["n_images"],
         "reference_dtype": "float32",
-        "reference_precision": "fp32",
-        "exported_precision": served,
+        "reference_precision": computed_in["reference"],
+        "exported_precision": computed_in["exported"],
         "reference": {k: ref[k] for k in ("accuracy", "macro_f1", "weighted_f1", "per_class")},
         "exported": {k: exp[k] for k in ("accuracy", "macro_f1", "weighted_f1", "per_class")},
         "accuracy_difference": exp["accuracy"] - ref["accuracy"],

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from handlers.model import ArtVGG, load_checkpoint, save_checkpoint
+from handlers.model import ArtVGG, build_model, load_checkpoint, save_checkpoint
 from handlers.precision import native_autocast_dtype
 from handlers.preprocessing import PreprocessConfig, normalize
 from training import options, runlog, schedule
@@ -44,6 +44,7 @@ from training.data import class_counts, find_splits, read_labelled_csv, split_de
 from training.distill import distillation_loss
 from training.evaluate import compute_metrics, default_workers, eval_loader, predict
 from training.schedule import size_at
+from training.teacher import load_teacher  # its model code is imported only when a teacher is built
 from training.timing import time_steps
 from training.weights import freeze_blocks, load_pretrained
 
@@ -121,8 +122,6 @@ class Trainer:
         self.forward = torch.compile(self.model) if args.compile else self.model
         self.teacher = None
         if args.teacher:
-            from training.teacher import load_teacher  # training-only dependency, needed only with --teacher
-
             self.teacher = load_teacher(args.teacher, self.splits.classes).to(
                 self.device, memory_format=self.memory_format
             )
@@ -356,8 +355,6 @@ class Trainer:
 
     def final_evaluation(self) -> dict:
         """``best.pt`` on the validation split, once; written to ``final.json`` and into best.pt's record."""
-        from handlers.model import build_model
-
         ckpt = load_checkpoint(self.run_dir / "best.pt")
         model, labels, cfg = build_model(ckpt)
         model.to(self.device, memory_format=self.memory_format)
