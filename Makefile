@@ -21,6 +21,7 @@ help:
 	@echo "make train [RUN=runs/art5 TRAIN_ARGS=...]  train (training/README.md); make export / make evaluate"
 	@echo "make teacher [TEACHER_ARGS=...]  fine-tune the EfficientNet-Lite teacher for distillation"
 	@echo "make tag [DIR=... URL=... OUT=...]  tag a folder/CSV of images through the server, with a review report"
+	@echo "make demo [DEMO_PORT=8090 API=http://127.0.0.1:8080]  the upload page (label, top 3, Grad-CAM) for make serve"
 	@echo "make lint                     ruff (lint + format) and the import-linter contract (imports point one way)"
 	@echo "make test                     lint + unit + integration tests (no GPU needed)"
 	@echo "make loadtest [URL= USERS= DURATION=60|30s|2m SHAPE=steady|stages|spike PROMETHEUS_URL=]  Locust run + report"
@@ -85,6 +86,13 @@ evaluate: venv
 .PHONY: tag
 tag: venv
 	$(PY) -m tagging.tag_collection $(or $(DIR),$(DATA_VAL)) --url $(or $(URL),$(PREDICT_URL)) --out $(or $(OUT),runs/tag) $(TAG_ARGS)
+
+# The upload page (deploy/demo/): a static page on its own origin calling make serve's API. DEMO_PORT must match
+# cors_allowed_origin in deploy/config/config.properties (http://127.0.0.1:8090) for the browser to allow it.
+.PHONY: demo
+DEMO_PORT ?= 8090
+demo: venv
+	$(PY) -m deploy.demo.page --port $(DEMO_PORT) --api $(or $(API),http://127.0.0.1:8080)
 
 # Load tests and monitoring (docs/benchmarks.md). `make serve` first; PROMETHEUS_URL=http://127.0.0.1:9090
 # (from `make monitor`) makes the report take the server-side latency from Prometheus.
