@@ -89,21 +89,22 @@ def browser():
             browser.close()
 
 
-def pick(browser, url: str, name: str, data: bytes, mime: str):
+def pick(browser, url: str, path: Path):
     """Open the page at ``url``, pick a file as a person would, wait until it shows an answer or an error."""
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     page.goto(url)
-    page.set_input_files("#file", files=[{"name": name, "mimeType": mime, "buffer": data}])
+    page.set_input_files("#file", path)
     page.wait_for_function(SETTLED, timeout=120_000)
     return page
 
 
-def test_page_from_an_allowed_origin_classifies_and_overlays(browser, pages, cors_server):
+def test_page_from_an_allowed_origin_classifies_and_overlays(browser, pages, cors_server, tmp_path):
     image = jpeg((160, 96), seed=7)
     expected = requests.post(
         cors_server.predict_url, data=image, headers={"Content-Type": "image/jpeg"}, timeout=60
     ).json()
-    page = pick(browser, pages["allowed"], "art.jpg", image, "image/jpeg")
+    (tmp_path / "art.jpg").write_bytes(image)
+    page = pick(browser, pages["allowed"], tmp_path / "art.jpg")
     try:
         assert not page.is_visible("#error"), f"an error was shown: {page.inner_text('#error')}"
         shown = page.inner_text("#label")
@@ -136,7 +137,7 @@ def test_page_from_an_allowed_origin_classifies_and_overlays(browser, pages, cor
         page.close()
 
 
-def test_page_from_an_origin_not_allowed_is_refused_by_the_browser(browser, pages, cors_server, origins):
+def test_page_from_an_origin_not_allowed_is_refused_by_the_browser(browser, pages, cors_server, origins, tmp_path):
     image = jpeg(seed=8)
     direct = requests.post(
         cors_server.predict_url,
@@ -147,7 +148,8 @@ def test_page_from_an_origin_not_allowed_is_refused_by_the_browser(browser, page
     assert direct.status_code == 200, f"the server itself must answer: {direct.status_code} {direct.text[:200]}"
     assert direct.headers.get("Access-Control-Allow-Origin") == origins["allowed"], dict(direct.headers)
 
-    page = pick(browser, pages["refused"], "art.jpg", image, "image/jpeg")
+    (tmp_path / "art.jpg").write_bytes(image)
+    page = pick(browser, pages["refused"], tmp_path / "art.jpg")
     try:
         assert page.inner_text("#label") == "", f"a label was shown despite CORS: {page.inner_text('#label')!r}"
         assert page.get_attribute("#error", "data-code") == "unreachable", page.inner_text("#error")
@@ -158,19 +160,23 @@ def test_page_from_an_origin_not_allowed_is_refused_by_the_browser(browser, page
 
 
 @pytest.mark.parametrize(
-    ("name", "data", "mime", "code", "title"),
+    ("name", "data", "code", "title"),
     [
-        ("broken.jpg", corrupt_jpeg(), "image/jpeg", "400", "could not be read as a picture"),
-        ("drawing.svg", SVG, "image/svg+xml", "415", "kind of file is not supported"),
+        ("broken.jpg", corrupt_jpeg(), "400", "could not be read as a picture"),
+        ("drawing.svg", SVG, "415", "kind of file is not supported"),
+        # Over max_request_size, TorchServe's frontend answers 413 without CORS headers: the page says why.
+        ("huger.jpg", jpeg() + bytes(28 * 2**20), "too_large", "too large"),
     ],
 )
-def test_page_explains_a_4xx_in_words(browser, pages, name, data, mime, code, title):
-    page = pick(browser, pages["allowed"], name, data, mime)
+def test_page_explains_a_4xx_in_words(browser, pages, tmp_path, name, data, code, title):
+    (tmp_path / name).write_bytes(data)  # Chromium types the file by its extension, as for a person's file
+    page = pick(browser, pages["allowed"], tmp_path / name)
     try:
         assert page.inner_text("#label") == "", f"a label was shown for {name}: {page.inner_text('#label')!r}"
         assert page.get_attribute("#error", "data-code") == code, page.inner_text("#error")
         assert title in page.inner_text("#error-title"), page.inner_text("#error")
-        assert f"Server answer {code}" in page.inner_text("#error-detail"), page.inner_text("#error")
+        if code.isdigit():
+            assert f"Server answer {code}" in page.inner_text("#error-detail"), page.inner_text("#error")
     finally:
         page.close()
 
