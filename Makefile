@@ -90,9 +90,8 @@ tag: venv
 # The upload page (deploy/demo/): a static page on its own origin calling make serve's API. DEMO_PORT must match
 # cors_allowed_origin in deploy/config/config.properties (http://127.0.0.1:8090) for the browser to allow it.
 .PHONY: demo
-DEMO_PORT ?= 8090
 demo: venv
-	$(PY) -m deploy.demo.page --port $(DEMO_PORT) --api $(or $(API),http://127.0.0.1:8080)
+	$(PY) -m deploy.demo.page $(if $(DEMO_PORT),--port $(DEMO_PORT)) $(if $(API),--api $(API))
 
 # Load tests and monitoring (docs/benchmarks.md). `make serve` first; PROMETHEUS_URL=http://127.0.0.1:9090
 # (from `make monitor`) makes the report take the server-side latency from Prometheus.

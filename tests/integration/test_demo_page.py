@@ -128,7 +128,7 @@ def test_page_from_an_allowed_origin_classifies_and_overlays(browser, pages, cor
                 return [[c.width, c.height], alpha(c.width / 2, c.height / 2), alpha(1, c.height / 2)];
             }"""
         )
-        assert size == [160, 96], f"the overlay is not the picture's size: {size}"
+        assert size == [640, 384], f"the overlay must match the picture (160x96 drawn at 640 px wide): {size}"
         assert centre == 255, f"no map drawn in the centre of the overlay (alpha {centre})"
         assert edge == 0, f"the map must cover only the centred square the model sees; alpha at the left edge {edge}"
         opacity = float(page.eval_on_selector("#heat", "c => getComputedStyle(c).opacity"))
