@@ -7,6 +7,7 @@ where the browser refuses them. Images are generated here; nothing is checked in
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 import time
@@ -133,6 +134,25 @@ def test_page_from_an_allowed_origin_classifies_and_overlays(browser, pages, cor
         assert edge == 0, f"the map must cover only the centred square the model sees; alpha at the left edge {edge}"
         opacity = float(page.eval_on_selector("#heat", "c => getComputedStyle(c).opacity"))
         assert 0 < opacity < 1, f"the overlay must be semi-transparent over the picture (opacity {opacity})"
+    finally:
+        page.close()
+
+
+def test_dropping_a_picture_classifies_it(browser, pages):
+    page = browser.new_page()
+    try:
+        page.goto(pages["allowed"])
+        page.evaluate(
+            """async (b64) => {
+                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                const data = new DataTransfer();
+                data.items.add(new File([bytes], "dropped.jpg", {type: "image/jpeg"}));
+                document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: data}));
+            }""",
+            base64.b64encode(jpeg(seed=9)).decode(),
+        )
+        page.wait_for_function(SETTLED, timeout=120_000)
+        assert page.inner_text("#label"), f"no label after a drop: {page.inner_text('body')[:500]}"
     finally:
         page.close()
 
