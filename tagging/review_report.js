@@ -138,14 +138,21 @@
   }
 
   function exportCsv() {
-    const header = ["path", "label", "decision", "model_label", "model_probability", "model_version", "reviewed_at"];
-    const lines = [header.join(",")];
+    const lines = [data.columns.join(",")];
     const decided = items.filter((item) => decisions[item.path]);
     decided.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
     for (const item of decided) {
       const d = decisions[item.path];
-      const row = [item.path, d.label, d.decision, item.label, item.probability, item.model_version, d.reviewed_at];
-      lines.push(row.map(csvField).join(","));
+      const row = {
+        path: item.path,
+        label: d.label,
+        decision: d.decision,
+        model_label: item.label,
+        model_probability: item.probability,
+        model_version: item.model_version,
+        reviewed_at: d.reviewed_at,
+      };
+      lines.push(data.columns.map((column) => csvField(row[column])).join(","));
     }
     const blob = new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" });
     const link = document.createElement("a");

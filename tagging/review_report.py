@@ -34,7 +34,8 @@ from sklearn.metrics import classification_report  # noqa: E402
 
 THUMBNAIL_SIDE = 112
 SCRIPT = Path(__file__).with_name("review_report.js")
-#: Decision values in the report's export and in tagging.apply.
+#: The columns of the report's export (corrections.csv) and its decision values, which tagging.apply reads.
+CORRECTION_FIELDS = ["path", "label", "decision", "model_label", "model_probability", "model_version", "reviewed_at"]
 DECISIONS = ("accepted", "corrected")
 
 STYLE = """
@@ -241,6 +242,7 @@ def review_data(
     return {
         "report_id": report_id(records),
         "labels": list(labels),
+        "columns": CORRECTION_FIELDS,
         "review_below": review_below,
         "items": [
             {
