@@ -169,11 +169,21 @@ def plan_run(paths: Iterable[str], previous: dict[str, dict]) -> Plan:
     return Plan(probe + untagged, tagged)
 
 
-class Tagger:
-    """Sends paths through a :class:`Client`, appending one flushed JSONL record per answer."""
+def is_explained(record: dict) -> bool:
+    """The record carries a Grad-CAM map made by the model version that tagged it."""
+    explanation = record.get("explanation") or {}
+    return bool(explanation.get("cam")) and explanation.get("model_version") == record.get("model_version")
 
-    def __init__(self, client: Client, jsonl: Path, review_below: float, concurrency: int) -> None:
+
+class Tagger:
+    """Sends paths through a :class:`Client`, appending one flushed JSONL record per answer. A Grad-CAM map in
+    the ``previous`` record of a path stays with its new record when the same model version answered."""
+
+    def __init__(
+        self, client: Client, jsonl: Path, review_below: float, concurrency: int, previous: dict[str, dict]
+    ) -> None:
         self.client, self.jsonl, self.review_below, self.concurrency = client, jsonl, review_below, concurrency
+        self.previous = previous
         self.records: dict[str, dict] = {}
         self.version: str | None = None
         self.failed = self.review = 0  # counted as answers arrive (each path is sent once per run)
@@ -185,6 +195,9 @@ class Tagger:
         with self.jsonl.open("a", encoding="utf-8") as out:
             for result in self.client.classify_many(paths, self.concurrency):
                 record = to_record(result, self.review_below)
+                before = self.previous.get(record["path"]) or {}
+                if is_explained(before) and before["model_version"] == record["model_version"]:
+                    record.update(explanation=before["explanation"], explained_at=before.get("explained_at"))
                 out.write(json.dumps(record) + "\n")
                 out.flush()
                 self.records[record["path"]] = record
@@ -268,7 +281,7 @@ def tag(collection: Collection, previous: dict[str, dict], jsonl: Path, args: ar
     """Send what :func:`plan_run` says to the endpoint, with a progress bar; the tagger holds the new records."""
     plan = plan_run(collection.paths, previous)
     client = Client(args.url, timeout=args.timeout, retries=args.retries, backoff=args.backoff)
-    tagger = Tagger(client, jsonl, args.review_below, args.concurrency)
+    tagger = Tagger(client, jsonl, args.review_below, args.concurrency, previous)
     with tqdm(total=len(plan.first), unit="img", desc="tagging", file=sys.stderr, dynamic_ncols=True) as bar:
         tagger.send(plan.first, bar)
         stale = plan.stale(tagger.version, set(tagger.records))
@@ -283,12 +296,6 @@ def explain_url(args: argparse.Namespace) -> str:
     if "/predictions/" not in args.url:
         raise ValueError(f"--url {args.url} has no /predictions/ to turn into the explanations URL; give --explain-url")
     return args.url.replace("/predictions/", "/explanations/", 1)
-
-
-def is_explained(record: dict) -> bool:
-    """The record carries a Grad-CAM map made by the model version that tagged it."""
-    explanation = record.get("explanation") or {}
-    return bool(explanation.get("cam")) and explanation.get("model_version") == record.get("model_version")
 
 
 def explain_review(paths: list[str], previous: dict[str, dict], jsonl: Path, args: argparse.Namespace) -> dict:
