@@ -10,7 +10,7 @@ over the part of the thumbnail the model saw (its centred crop), shown or hidden
 
 The review itself is plain JavaScript (``review_report.js``, inlined): the page's data (labels, report id, one
 entry per image) is a JSON block; decisions live in the browser's ``localStorage`` under the report id (a hash
-of the image paths, the model versions and the time of the latest tag), so reopening the file keeps them.
+of the image paths and the model versions), so reopening the file, or a re-rendered one, keeps them.
 """
 
 from __future__ import annotations
@@ -225,12 +225,12 @@ def _metrics_table(rows: list[dict], n: int) -> str:
 
 
 def report_id(records: Sequence[dict]) -> str:
-    """The key of the page's decisions in the browser: a hash of the image paths, the model versions and the time
-    of the latest tag, so a new tagging run gets a fresh review and re-rendering the same tags keeps it."""
+    """The key of the page's decisions in the browser: a hash of the image paths and the model versions that
+    tagged them. Tags by another model (or of other images) get a fresh review; a rerun of the same run (a probe,
+    retried failures, ``--explain-review``, ``--report-only``) keeps the review, because its tags are the same."""
     basis = {
         "paths": sorted(r["path"] for r in records),
         "model_versions": sorted({str(r.get("model_version")) for r in records if r.get("label") is not None}),
-        "tagged_until": max((str(r.get("tagged_at") or "") for r in records), default=""),
     }
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 

@@ -60,15 +60,16 @@ def test_the_page_data_lists_the_reviewable_images_in_page_order(tmp_path):
     assert 'title="key 5">5 sculpture</button>' in html, "the label buttons must show their digit keys"
 
 
-def test_the_report_id_follows_paths_versions_and_tag_times(tmp_path):
+def test_the_report_id_follows_the_paths_and_model_versions(tmp_path):
     rows = records(tmp_path)
     first = page_data(render(rows))["report_id"]
     assert page_data(render(rows))["report_id"] == first, "re-rendering the same tags must keep the id"
     assert page_data(render([dict(r) for r in reversed(rows)]))["report_id"] == first, "order must not matter"
     retagged = [dict(r, tagged_at="2026-12-04T00:00:00+00:00") if r.get("label") else r for r in rows]
+    assert page_data(render(retagged))["report_id"] == first, "a rerun by the same model must keep the review"
     other_version = [dict(r, model_version="v2") if r.get("label") else r for r in rows]
-    for changed in (rows[:-1], retagged, other_version):
-        assert page_data(render(changed))["report_id"] != first, "another run must get another id"
+    for changed in (rows[:-1], other_version):
+        assert page_data(render(changed))["report_id"] != first, "other images or another model: another id"
 
 
 def test_nothing_in_the_page_can_end_its_script_or_load_from_outside(tmp_path):
