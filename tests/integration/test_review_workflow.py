@@ -112,6 +112,11 @@ def test_review_in_chromium_survives_a_restart_and_exports_applies_and_trains(ta
             f"after reopening: {shown}"
         )
         assert page.locator("#review-count").text_content().startswith("reviewed 2 / 6, left 4"), "counter"
+        figures.nth(2).locator("button.accept").click()  # the mouse, then the undo key
+        assert figures.nth(2).locator(".decision").text_content() == f"accepted: {items[2]['label']}", "click"
+        assert page.locator("#review-count").text_content().startswith("reviewed 3 / 6"), "counter after a click"
+        page.keyboard.press("u")
+        assert figures.nth(2).locator(".decision").text_content() == "", "u must undo the focused image's decision"
 
         page.select_option("#filter-class", items[0]["label"])
         n_class = sum(item["label"] == items[0]["label"] for item in items)
