@@ -21,6 +21,7 @@ help:
 	@echo "make train [RUN=runs/art5 TRAIN_ARGS=...]  train (training/README.md); make export / make evaluate"
 	@echo "make teacher [TEACHER_ARGS=...]  fine-tune the EfficientNet-Lite teacher for distillation"
 	@echo "make tag [DIR=... URL=... OUT=...]  tag a folder/CSV of images through the server, with a review report"
+	@echo "make apply CORRECTIONS=... [OUT=runs/tag]  merge the report's corrections.csv into OUT/final_tags.csv"
 	@echo "make demo [DEMO_PORT=8090 API=http://127.0.0.1:8080]  the upload page (label, top 3, Grad-CAM) for make serve"
 	@echo "make lint                     ruff (lint + format) and the import-linter contract (imports point one way)"
 	@echo "make test                     lint + unit + integration tests (no GPU needed)"
@@ -82,10 +83,16 @@ export: venv
 evaluate: venv
 	$(PY) -m training.evaluate $(or $(DIR),$(DATA_VAL)) --checkpoint $(CHECKPOINT) --json $(RUN)/eval.json $(EVAL_ARGS)
 
-# Tag a collection through a running server (make serve) and write OUT/{tags.jsonl,tags.csv,report.html}.
-.PHONY: tag
+# Tag a collection through a running server (make serve) and write OUT/{tags.jsonl,tags.csv,report.html}
+# (TAG_ARGS=--explain-review adds Grad-CAM maps of the images for review); apply the curator's corrections.csv,
+# exported from the report, as OUT/final_tags.csv (tagging/README.md).
+.PHONY: tag apply
 tag: venv
 	$(PY) -m tagging.tag_collection $(or $(DIR),$(DATA_VAL)) --url $(or $(URL),$(PREDICT_URL)) --out $(or $(OUT),runs/tag) $(TAG_ARGS)
+
+apply: venv
+	@test -n "$(CORRECTIONS)" || { echo "usage: make apply CORRECTIONS=path/to/corrections.csv [OUT=runs/tag]"; exit 2; }
+	$(PY) -m tagging.apply $(or $(OUT),runs/tag) $(CORRECTIONS)
 
 # The upload page (deploy/demo/): a static page on its own origin calling make serve's API. DEMO_PORT must match
 # cors_allowed_origin in deploy/config/config.properties (http://127.0.0.1:8090) for the browser to allow it.

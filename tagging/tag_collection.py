@@ -6,7 +6,12 @@
 The input is a folder (searched recursively for image files) or a CSV with a ``path`` column (relative paths are
 taken from the CSV's folder) and an optional ``true_label`` column. Each answer is appended to ``OUT/tags.jsonl``
 and flushed as it arrives, so a crash loses nothing; at the end ``OUT/tags.csv`` and the review report
-``OUT/report.html`` (with ``OUT/confidence.png``) are written for the images of this input.
+``OUT/report.html`` (with ``OUT/confidence.png``) are written for the images of this input, and ``OUT/labels.json``
+(the model's labels, which the report offers and ``tagging.apply`` checks corrections against).
+
+``--explain-review`` then asks the explanations endpoint for the Grad-CAM map of every image flagged for review
+that has none from its model version yet; each map is appended to ``tags.jsonl`` with its record (``explanation``)
+and laid over the image's thumbnail in the report.
 
 Rerunning with the same ``--out`` skips the images already tagged by the model version the server serves now
 (one already-tagged image is sent first to learn that version); failed images and images tagged by another
@@ -36,6 +41,8 @@ from training import exit_on_bad_input
 from training.data import IMAGE_EXTENSIONS
 
 DEFAULT_URL = f"http://127.0.0.1:8080/predictions/{MODEL_NAME}"
+#: What a record keeps of an explanations answer (tagging.client gets the whole body).
+EXPLANATION_FIELDS = ("explains", "method", "cam", "height", "width", "crop_fraction", "model_version")
 CSV_FIELDS = ["path", "label", "probability", "top_k", "model_version", "review", "true_label", "status", "error"]
 
 
@@ -162,11 +169,21 @@ def plan_run(paths: Iterable[str], previous: dict[str, dict]) -> Plan:
     return Plan(probe + untagged, tagged)
 
 
-class Tagger:
-    """Sends paths through a :class:`Client`, appending one flushed JSONL record per answer."""
+def is_explained(record: dict) -> bool:
+    """The record carries a Grad-CAM map made by the model version that tagged it."""
+    explanation = record.get("explanation") or {}
+    return bool(explanation.get("cam")) and explanation.get("model_version") == record.get("model_version")
 
-    def __init__(self, client: Client, jsonl: Path, review_below: float, concurrency: int) -> None:
+
+class Tagger:
+    """Sends paths through a :class:`Client`, appending one flushed JSONL record per answer. A Grad-CAM map in
+    the ``previous`` record of a path stays with its new record when the same model version answered."""
+
+    def __init__(
+        self, client: Client, jsonl: Path, review_below: float, concurrency: int, previous: dict[str, dict]
+    ) -> None:
         self.client, self.jsonl, self.review_below, self.concurrency = client, jsonl, review_below, concurrency
+        self.previous = previous
         self.records: dict[str, dict] = {}
         self.version: str | None = None
         self.failed = self.review = 0  # counted as answers arrive (each path is sent once per run)
@@ -178,6 +195,9 @@ class Tagger:
         with self.jsonl.open("a", encoding="utf-8") as out:
             for result in self.client.classify_many(paths, self.concurrency):
                 record = to_record(result, self.review_below)
+                before = self.previous.get(record["path"]) or {}
+                if is_explained(before) and before["model_version"] == record["model_version"]:
+                    record.update(explanation=before["explanation"], explained_at=before.get("explained_at"))
                 out.write(json.dumps(record) + "\n")
                 out.flush()
                 self.records[record["path"]] = record
@@ -236,6 +256,17 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="checkpoint, model card or index_to_name.json with the model's labels, used to recognise parent "
         "folders named after a label as true labels (default: the labels seen in the answers' top-k)",
     )
+    p.add_argument(
+        "--explain-review",
+        action="store_true",
+        help="ask the explanations endpoint for the Grad-CAM maps of the images flagged for review, store them in "
+        "tags.jsonl and overlay them in the report (default: off)",
+    )
+    p.add_argument(
+        "--explain-url",
+        default=None,
+        help="explanations endpoint for --explain-review (default: --url with /predictions/ -> /explanations/)",
+    )
     p.add_argument("--no-report", action="store_true", help="skip the HTML review report (default: write it)")
     p.add_argument(
         "--report-only",
@@ -250,7 +281,7 @@ def tag(collection: Collection, previous: dict[str, dict], jsonl: Path, args: ar
     """Send what :func:`plan_run` says to the endpoint, with a progress bar; the tagger holds the new records."""
     plan = plan_run(collection.paths, previous)
     client = Client(args.url, timeout=args.timeout, retries=args.retries, backoff=args.backoff)
-    tagger = Tagger(client, jsonl, args.review_below, args.concurrency)
+    tagger = Tagger(client, jsonl, args.review_below, args.concurrency, previous)
     with tqdm(total=len(plan.first), unit="img", desc="tagging", file=sys.stderr, dynamic_ncols=True) as bar:
         tagger.send(plan.first, bar)
         stale = plan.stale(tagger.version, set(tagger.records))
@@ -259,9 +290,51 @@ def tag(collection: Collection, previous: dict[str, dict], jsonl: Path, args: ar
     return tagger
 
 
-def output_records(records: list[dict], collection: Collection, args: argparse.Namespace) -> list[dict]:
+def explain_url(args: argparse.Namespace) -> str:
+    if args.explain_url:
+        return args.explain_url
+    if "/predictions/" not in args.url:
+        raise ValueError(f"--url {args.url} has no /predictions/ to turn into the explanations URL; give --explain-url")
+    return args.url.replace("/predictions/", "/explanations/", 1)
+
+
+def explain_review(paths: list[str], previous: dict[str, dict], jsonl: Path, args: argparse.Namespace) -> dict:
+    """Append, for each image flagged for review without a map of its model version, its record with the
+    Grad-CAM ``explanation``; ``previous`` is updated. Failures are counted and reported, never stop the run."""
+    todo = [p for p in paths if is_tagged(previous.get(p)) and needs_review(previous[p], args.review_below)]
+    todo = [p for p in todo if not is_explained(previous[p])]
+    client = Client(explain_url(args), timeout=args.timeout, retries=args.retries, backoff=args.backoff)
+    explained, failures = 0, []
+    start = time.perf_counter()
+    end_line(jsonl)
+    with (
+        jsonl.open("a", encoding="utf-8") as out,
+        tqdm(total=len(todo), unit="img", desc="explaining", file=sys.stderr, dynamic_ncols=True) as bar,
+    ):
+        for result in client.classify_many(todo, args.concurrency):
+            body = result.body if result.ok else {}
+            if body.get("cam"):
+                explanation = {k: body.get(k) for k in EXPLANATION_FIELDS}
+                record = dict(previous[result.path], explanation=explanation)
+                record["explained_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                out.write(json.dumps(record) + "\n")
+                out.flush()
+                previous[result.path] = record
+                explained += 1
+            else:
+                failures.append(f"{result.path}: {result.error or 'the answer has no Grad-CAM map'}")
+            bar.update(1)
+    seconds = time.perf_counter() - start
+    if failures:
+        print(f"{len(failures)} explanations failed, e.g. {failures[0]}", file=sys.stderr)
+    return {"explained": explained, "explain_failed": len(failures), "explain_seconds": round(seconds, 3)}
+
+
+def output_records(
+    records: list[dict], collection: Collection, args: argparse.Namespace, labels: list[str]
+) -> list[dict]:
     """Copies of ``records`` for the CSV and report: ``review`` for this ``--review-below``, ``true_label``."""
-    truth = true_labels(collection, model_labels(args, records))
+    truth = true_labels(collection, labels)
     out = []
     for record in records:
         record = dict(record, review=needs_review(record, args.review_below))
@@ -275,6 +348,8 @@ def run(args: argparse.Namespace) -> dict:
     """Tag as ``args`` say; return the run's summary (also printed as one line)."""
     if not 0.0 <= args.review_below <= 1.0:
         raise ValueError(f"--review-below is {args.review_below}; it is a probability between 0 and 1")
+    if args.explain_review and args.report_only:
+        raise ValueError("--explain-review sends requests and --report-only sends none: choose one")
     collection = load_collection(args.source)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -288,7 +363,11 @@ def run(args: argparse.Namespace) -> dict:
     new = {} if args.report_only else tag(collection, previous, jsonl, args).records
     seconds = time.perf_counter() - start
     previous.update(new)
-    records = output_records([previous[p] for p in collection.paths if p in previous], collection, args)
+    explained = explain_review(collection.paths, previous, jsonl, args) if args.explain_review else {}
+    tagged = [previous[p] for p in collection.paths if p in previous]
+    labels = model_labels(args, tagged)
+    (out / "labels.json").write_text(json.dumps({"labels": labels}, indent=2) + "\n", encoding="utf-8")
+    records = output_records(tagged, collection, args, labels)
     write_csv(out / "tags.csv", records)
     versions = {r["model_version"] for r in new.values() if is_tagged(r)}
     summary = {
@@ -303,9 +382,11 @@ def run(args: argparse.Namespace) -> dict:
         "model_version": ", ".join(sorted(versions)) or None,
         "jsonl": str(jsonl),
         "csv": str(out / "tags.csv"),
+        **explained,
     }
     if not args.no_report:
-        summary["report"] = str(write_report(records, out / "report.html", args.review_below, args.source))
+        report = write_report(records, out / "report.html", args.review_below, args.source, labels)
+        summary["report"] = str(report)
     sent = (
         "report only, nothing sent"
         if args.report_only
@@ -315,6 +396,12 @@ def run(args: argparse.Namespace) -> dict:
         f"{sent}, skipped {summary['skipped']}, served model_version {summary['model_version']}; "
         f"{summary['failed']} of {summary['images']} not tagged; {summary['review']} for review "
         f"(probability < {args.review_below})"
+        + (
+            f"; explained {explained['explained']} in {explained['explain_seconds']:.1f} s, "
+            f"{explained['explain_failed']} explanations failed"
+            if explained
+            else ""
+        )
     )
     return summary
 

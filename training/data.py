@@ -162,7 +162,9 @@ def read_labelled_csv(
     ``corrections.csv`` or final tags. Relative paths are taken from the CSV's folder, else from the working
     directory. Images in ``exclude`` (the dev and validation splits) are dropped, and images already in
     ``already`` (the training split) skipped; returns the samples to add and a record of what the file gave.
-    A label that is not among ``classes`` or a missing file is an error naming it."""
+    In a file with a ``source`` column (``tagging.apply``'s final tags) only ``source=curator`` rows count: the
+    model's own tags are skipped (``not_curator`` in the record). A label that is not among ``classes`` or a
+    missing file is an error naming it."""
     path = Path(path)
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -170,10 +172,14 @@ def read_labelled_csv(
         if missing:
             raise ValueError(f"{path}: needs the columns path and label; it lacks {sorted(missing)}")
         rows = list(reader)
+    curated_only = "source" in (reader.fieldnames or [])
     excluded = {str(Path(p).resolve()) for p, _ in exclude}
     present = {str(Path(p).resolve()) for p, _ in already}
-    samples, dropped, skipped, problems = [], 0, 0, []
+    samples, dropped, skipped, not_curator, problems = [], 0, 0, 0, []
     for n, row in enumerate(rows, start=2):
+        if curated_only and (row["source"] or "").strip() != "curator":
+            not_curator += 1
+            continue
         label, image = (row["label"] or "").strip(), Path((row["path"] or "").strip())
         if not image.is_absolute():
             image = path.parent / image if (path.parent / image).exists() else image
@@ -191,7 +197,7 @@ def read_labelled_csv(
     if problems:
         raise ValueError(f"{path}: {len(problems)} unusable rows: " + "; ".join(problems[:5]))
     record = {"file": str(path), "rows": len(rows), "added": len(samples), "already_in_train": skipped,
-              "dropped_in_dev_or_val": dropped}  # fmt: skip
+              "dropped_in_dev_or_val": dropped, "not_curator": not_curator}  # fmt: skip
     return samples, record
 
 

@@ -80,7 +80,9 @@ def test_tagging_writes_jsonl_csv_and_report(first_run):
     assert truth == {"drawings", "painting"}, f"true labels taken from folders {truth}: only label-named ones count"
     assert sum(bool(row["true_label"]) for row in rows) == expected["labelled"], "one true label per labelled image"
     html = (out / "report.html").read_text(encoding="utf-8")
-    assert html.count('<img src="data:image/jpeg;base64,') == expected["images"] - 1, "one thumbnail per readable image"
+    assert html.count('<img loading="lazy" src="data:image/jpeg;base64,') == expected["images"] - 1, (
+        "one thumbnail per readable image"
+    )
     assert "data:image/png;base64," in html and (out / "confidence.png").stat().st_size > 0, "histogram missing"
     assert "Precision and recall on the 6 images" in html, "per-class metrics for the labelled subset missing"
     assert "http://" not in html and "https://" not in html, "the report must not load anything from outside"

@@ -202,7 +202,14 @@ def test_curator_csv_images_join_the_training_split_only(tmp_path):
     run = run_train(tmp_path, data, "run", "--epochs", "1", "--extra-train", str(corrections))
     record = load_checkpoint(run / "best.pt")["training"]
     assert record["extra_train"] == [
-        {"file": str(corrections), "rows": 3, "added": 1, "already_in_train": 1, "dropped_in_dev_or_val": 1}
+        {
+            "file": str(corrections),
+            "rows": 3,
+            "added": 1,
+            "already_in_train": 1,
+            "dropped_in_dev_or_val": 1,
+            "not_curator": 0,
+        }
     ], f"the record should say what the CSV added: {record['extra_train']}"
     assert record["class_counts"]["train"] == {"icons": 4, "prints": 4, "statues": 5}, record["class_counts"]
     assert yaml.safe_load((run / "args.yaml").read_text())["extra_train"] == [str(corrections)], "args.yaml lacks it"
