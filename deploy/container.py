@@ -43,22 +43,26 @@ IMAGE = "localhost/artserve:cpu"
 OVERLAY = "laptop"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
-TOOLS = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
+# Executable -> Debian package; catatonit is the pause process of kube play's infra container.
+TOOLS = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap", "catatonit": "catatonit"}
 PROBE = ["python", "/home/model-server/model_ready.py"]
 # Where the pod has an emptyDir (deploy/k8s/base/deployment.yaml); everything else is read-only.
 POD_TMPFS = ["/tmp", "/home/model-server/logs"]
 
 
-def podman(*args: str, check: bool = True, capture: bool = False, **kw) -> subprocess.CompletedProcess:
+def podman(
+    *args: str, check: bool = True, capture: bool = False, quiet: bool = False, **kw
+) -> subprocess.CompletedProcess:
     """``podman --runtime runc ARGS`` with the checked-in containers.conf."""
     env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
     cmd = ["podman", "--runtime", "runc", *args]
-    print("+", " ".join(cmd), flush=True)
+    if not quiet:
+        print("+", " ".join(cmd), flush=True)
     return subprocess.run(cmd, check=check, env=env, text=True, capture_output=capture, **kw)
 
 
 def ensure_tools() -> None:
-    """apt-get install podman, runc and debootstrap when one is missing (as `make system-deps` does)."""
+    """apt-get install podman, runc, debootstrap, catatonit when one is missing (as `make system-deps` does)."""
     missing = [
         pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
     ]
@@ -135,9 +139,10 @@ def cmd_build(args: argparse.Namespace) -> None:
 
 def wait_ready(container: str, timeout: float, started: float) -> float:
     """Run the startup probe in the container every second until it passes; seconds since ``started``."""
+    print(f"waiting for READY: podman exec {container} {' '.join(PROBE)} every second", flush=True)
     reason = ""
     while time.monotonic() - started < timeout:
-        probe = podman("exec", container, *PROBE, check=False, capture=True)
+        probe = podman("exec", container, *PROBE, check=False, capture=True, quiet=True)
         if probe.returncode == 0:
             return time.monotonic() - started
         reason = (probe.stdout + probe.stderr).strip()
@@ -179,14 +184,18 @@ def cmd_check(args: argparse.Namespace) -> None:
 
 
 def render_for_podman(overlay: str, port: int, metrics_port: int) -> list[dict]:
-    """The overlay as kubectl kustomize renders it, with host ports for the pod's two container ports.
+    """The overlay as kubectl kustomize renders it, with two changes podman needs (host ports, restart policy).
 
     The Deployment names no hostPort (a cluster reaches pods through the Service); podman kube play publishes
-    only ports that have one, so this adds them in memory. Nothing else is changed."""
+    only ports that have one, so this adds them in memory. And podman 4.3 gives init containers the pod's
+    restart policy, so with a Deployment's (Always) it restarts the finished archive step until kube play fails
+    ("failed to remove once init container"; containers/podman#16343, fixed by #18481 in podman 4.6): the pod
+    template gets restartPolicy OnFailure here. Nothing else is changed."""
     docs = render(overlay)
     host_ports = {8080: port, 8082: metrics_port}
     for doc in docs:
         if doc["kind"] == "Deployment":
+            doc["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
             for container in doc["spec"]["template"]["spec"]["containers"]:
                 for p in container.get("ports", []):
                     if p["containerPort"] in host_ports:
@@ -202,7 +211,7 @@ def pre_stop_command(docs: list[dict]) -> list[str]:
 
 def pod_containers() -> dict[str, str]:
     """Container name -> pod name of the running pods of the Deployment artserve."""
-    out = podman("ps", "--all", "--format", "json", capture=True).stdout
+    out = podman("ps", "--all", "--pod", "--format", "json", capture=True).stdout
     return {
         c["Names"][0]: c.get("PodName", "")
         for c in json.loads(out or "[]")
