@@ -260,7 +260,9 @@ def inspect_pod(server: str) -> None:
         "read_only_root": host.get("ReadonlyRootfs"),
         "cap_drop": host.get("CapDrop"),
         "security_opt": host.get("SecurityOpt"),
-        "mounts": sorted((m.get("Destination"), m.get("Type"), m.get("RW")) for m in info.get("Mounts", [])),
+        "mounts": sorted(
+            (m.get("Destination"), m.get("Type"), m.get("RW"), m.get("Name")) for m in info.get("Mounts", [])
+        ),
         "memory_limit": host.get("Memory"),
         "cpu_quota_period": (host.get("CpuQuota"), host.get("CpuPeriod")),
         "healthcheck": config.get("Healthcheck"),
