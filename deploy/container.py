@@ -116,7 +116,8 @@ def cmd_wheels(args: argparse.Namespace) -> None:
     WHEELHOUSE.mkdir(exist_ok=True)
     pins = dockerfile_pins()
     start = time.monotonic()
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(WHEELHOUSE), *pins], check=True)
+    # -qq: this machine's pip configuration names local index folders that lack most projects, one warning each.
+    subprocess.run([sys.executable, "-m", "pip", "download", "-qq", "-d", str(WHEELHOUSE), *pins], check=True)
     size = sum(f.stat().st_size for f in WHEELHOUSE.glob("*.whl")) / 1e9
     print(f"wheelhouse {WHEELHOUSE}: {size:.1f} GB for {' '.join(pins)} in {time.monotonic() - start:.0f} s")
 
@@ -248,6 +249,9 @@ def cmd_play(args: argparse.Namespace) -> None:
         podman("logs", "--tail", "5", server, check=False)
     finally:
         podman("kube", "down", manifest, check=False)
+        # kube down removes the emptyDir volumes but keeps one volume per ConfigMap (named after it).
+        for name in (d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"):
+            podman("volume", "rm", "--force", name, check=False)
         os.unlink(manifest)
 
 
