@@ -300,7 +300,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     build.set_defaults(func=cmd_build)
     for name, func, port in (("check", cmd_check, 18080), ("play", cmd_play, 18090)):
         run = sub.add_parser(name, help="run the image" if name == "check" else "podman kube play the laptop overlay")
-        run.add_argument("--image", default=IMAGE, help="image (default: %(default)s)")
+        if name == "check":  # play runs the image the overlay names (artserve:cpu, i.e. IMAGE)
+            run.add_argument("--image", default=IMAGE, help="image (default: %(default)s)")
         run.add_argument("--port", type=int, default=port, help="host port for 8080 (default: %(default)s)")
         run.add_argument("--metrics-port", type=int, default=port + 2, help="host port for 8082 (default: %(default)s)")
         run.add_argument("--timeout", type=float, default=300, help="s to wait for READY (default: %(default)s)")
