@@ -33,6 +33,9 @@ help:
 	@echo "make venv                     create/refresh .venv with the pinned stack"
 	@echo "make k8s-check                render and validate every Kubernetes overlay (no cluster needed)"
 	@echo "make k8s-render [OVERLAY=gpu]  print an overlay's manifests (gpu, laptop, keda)"
+	@echo "make image [CHECKPOINT=...]   build artserve:cpu with podman on a debootstrapped Debian base (image-base)"
+	@echo "make image-check              run the image as the pod would (read-only, uid 10001): READY + make smoke"
+	@echo "make kube-play                podman kube play the laptop overlay: READY, smoke, preStop drain, kube down"
 
 # Reinstalled only when pyproject.toml changes; fast no-op otherwise.
 $(STAMP): pyproject.toml
@@ -141,6 +144,25 @@ k8s-check: venv
 
 k8s-render:
 	kubectl kustomize deploy/k8s/overlays/$(OVERLAY)
+
+# The serving image and the laptop overlay in a real container engine (podman; deploy/container.py,
+# deploy/k8s/README.md "Build and run it here"). Each installs podman, runc and debootstrap when missing.
+# Host ports 18080-18092, away from make serve's. CHECKPOINT must lie inside the repository (the build context).
+.PHONY: image-base image-wheels image image-check kube-play
+image-base: venv
+	$(PY) -m deploy.container base
+
+image-wheels: venv
+	$(PY) -m deploy.container wheels
+
+image: image-base image-wheels
+	$(PY) -m deploy.container build --checkpoint $(CHECKPOINT)
+
+image-check: image
+	$(PY) -m deploy.container check
+
+kube-play: image
+	$(PY) -m deploy.container play
 
 # Reliability (docs/reliability.md). Against the server of `make serve` by default; LOAD_ARGS picks
 # another target, e.g. LOAD_ARGS='--random-weights vgg16_bn' starts a throwaway server (memory and
