@@ -1,7 +1,8 @@
 """TorchServe handler for artserve: the only module that imports ``ts``; the classifier does the work.
 
-Per batch: find and decode each request's image on its own (a bad one gets its own 4xx JSON error),
-classify all the good ones in one forward pass, answer each with the documented JSON body, and emit
+Per batch: find each request's image on its own, decode them together (``ArtClassifier.decode_batch``: on CUDA
+the batch's JPEGs in one nvJPEG call; a bad image gets its own 4xx JSON error), classify all the good ones in one
+forward pass, answer each with the documented JSON body, and emit
 the handler's metrics. Requests of the explanations API (``POST /explanations/<model>``: TorchServe's
 frontend marks each with the request header ``explain: True``) get Grad-CAM answers (``ArtClassifier.explain``)
 instead; a batch may mix both kinds, so the header is read per request, not for request 0 alone as
