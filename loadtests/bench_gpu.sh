@@ -16,7 +16,7 @@ if ! "$PY" -c "import ts, model_archiver" 2>/dev/null; then
   "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl
   if [[ -f .gpu/ts-frontend.txz ]]; then  # the frontend jar, carried as a solid xz archive of its classes
     mkdir -p /tmp/ts-frontend && tar -xJf .gpu/ts-frontend.txz -C /tmp/ts-frontend
-    (cd /tmp/ts-frontend && "$PY" -m zipfile -c /tmp/site/ts/frontend/model-server.jar .)
+    mkdir -p /tmp/site/ts/frontend && (cd /tmp/ts-frontend && "$PY" -m zipfile -c /tmp/site/ts/frontend/model-server.jar .)
   fi
   export PATH=/tmp/site/bin:$PATH PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
