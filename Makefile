@@ -29,6 +29,8 @@ help:
 	@echo "make monitor                  local Prometheus (127.0.0.1:9090) scraping make serve's metrics"
 	@echo "make smoke                    32 concurrent requests, 2 corrupt, against make serve: answers and batching"
 	@echo "make bench [BENCH_ARGS=...]   fp32 vs the fast path: ceiling, served, naive, ab -k (about 15 min on 2 cores)"
+	@echo "make bench-gpu [BENCH_GPU_ARGS=...]  GPU: ceiling vs artserve vs the stock handler (docs/benchmarks.md); --dry-run on a CPU"
+	@echo "make gpu-carry                .gpu/: Java and TorchServe for a GPU machine without them (loadtests/gpu_carry.sh)"
 	@echo "make faults / overload / soak [LOAD_ARGS=...]  reliability measurements (docs/reliability.md)"
 	@echo "make venv                     create/refresh .venv with the pinned stack"
 	@echo "make k8s-check                render and validate every Kubernetes overlay (no cluster needed)"
@@ -106,7 +108,7 @@ demo: venv
 # Load tests and monitoring (docs/benchmarks.md). `make serve` first; PROMETHEUS_URL=http://127.0.0.1:9090
 # (from `make monitor`) makes the report take the server-side latency from Prometheus.
 # URL may be the server (http://127.0.0.1:8080) or the model's prediction URL, as for `make tag`.
-.PHONY: loadtest monitor bench smoke
+.PHONY: loadtest monitor bench smoke bench-gpu gpu-carry
 smoke: venv
 	$(PY) -m loadtests.smoke $(SMOKE_ARGS)
 
@@ -120,6 +122,13 @@ monitor: venv system-deps
 bench: venv java
 	@$(MAKE) --no-print-directory system-deps SYSTEM_PKGS=apache2-utils   # ab, the client of TorchServe's figures
 	$(PY) -m loadtests.bench $(BENCH_ARGS)
+
+# On a GPU machine: loadtests/bench_gpu.sh sets up Java and TorchServe from .gpu/ (make gpu-carry, here) if missing.
+bench-gpu:
+	loadtests/bench_gpu.sh $(BENCH_GPU_ARGS)
+
+gpu-carry:
+	loadtests/gpu_carry.sh
 
 # The layers contract in pyproject.toml ([tool.importlinter]): handlers <- deploy <- training <- tagging <- loadtests.
 lint: venv

@@ -14,11 +14,10 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from deploy import ROOT
+from deploy import ROOT, tool
 from handlers import MODEL_NAME
 from handlers.card import ARCHIVE_CARD, default_card_path, load_or_make_card
 from handlers.labels import write_label_map
@@ -67,7 +66,7 @@ def build_archive(
         shutil.copytree(HANDLERS_DIR, extra / "handlers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         write_label_map(extra / "index_to_name.json", ckpt["labels"])
         (extra / ARCHIVE_CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        archiver = Path(sys.executable).with_name("torch-model-archiver")
+        archiver = tool("torch-model-archiver")
         cmd = [
             str(archiver),
             "--model-name",

@@ -14,12 +14,11 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy import ROOT
+from deploy import ROOT, tool
 from deploy.docker.model_ready import describe, ready_workers
 
 CONFIG = ROOT / "deploy" / "config" / "config.properties"
@@ -210,9 +209,7 @@ def start_server(
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     (run_dir / "tmp").mkdir(exist_ok=True)
     config = render_config(run_dir, mar.parent, mar.name, ports, bind, overrides)
-    torchserve = Path(sys.executable).with_name("torchserve")
-    if not torchserve.exists():
-        raise FileNotFoundError(f"{torchserve} not found: run `make venv` first")
+    torchserve = tool("torchserve")
     proc_env = dict(os.environ)
     proc_env.update(
         TMPDIR=str(run_dir / "tmp"),  # TorchServe's pid file lives there: one per server
@@ -220,7 +217,12 @@ def start_server(
         METRICS_LOCATION=str(run_dir / "logs"),
         PATH=f"{torchserve.parent}{os.pathsep}{os.environ.get('PATH', '')}",
     )
-    proc_env.pop("PYTHONPATH", None)  # workers import the handler code from the archive only
+    # Workers import the handler code from the archive only: the checkout leaves PYTHONPATH, other entries stay
+    # (TorchServe itself, where it was installed with pip --target, as on a GPU machine: loadtests/bench_gpu.sh).
+    others = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != ROOT]
+    proc_env["PYTHONPATH"] = os.pathsep.join(others)
+    if not others:
+        del proc_env["PYTHONPATH"]
     proc_env.update(env or {})
     with open(run_dir / "logs" / "torchserve.out", "ab") as out:
         proc = subprocess.Popen(

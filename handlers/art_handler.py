@@ -1,7 +1,8 @@
 """TorchServe handler for artserve: the only module that imports ``ts``; the classifier does the work.
 
-Per batch: find and decode each request's image on its own (a bad one gets its own 4xx JSON error),
-classify all the good ones in one forward pass, answer each with the documented JSON body, and emit
+Per batch: find each request's image on its own, decode them together (``ArtClassifier.decode_batch``: on CUDA
+the batch's JPEGs in one nvJPEG call; a bad image gets its own 4xx JSON error), classify all the good ones in one
+forward pass, answer each with the documented JSON body, and emit
 the handler's metrics. Requests of the explanations API (``POST /explanations/<model>``: TorchServe's
 frontend marks each with the request header ``explain: True``) get Grad-CAM answers (``ArtClassifier.explain``)
 instead; a batch may mix both kinds, so the header is read per request, not for request 0 alone as
@@ -69,21 +70,27 @@ class ArtHandler(BaseHandler):
     def handle(self, data: list, context) -> list:
         start = time.perf_counter()
         results: list = [None] * len(data)
-        decoded: dict[int, torch.Tensor] = {}
-        good, explain = [], []  # request indices decoded, for predictions and for explanations
+        images: dict[int, bytes] = {}
         for idx, row in enumerate(data):
             context.set_response_content_type(idx, "application/json")
             context.set_response_header(idx, PRECISION_HEADER, str(self.classifier.precision))
             try:
-                decoded[idx] = self.classifier.decode(self._image(row or {}, context, idx))
-                (explain if self._is_explain_request(context, idx) else good).append(idx)
-            except InputError as e:
-                results[idx] = e.to_body()
-                context.set_response_status(e.status, e.type, idx)
-            except Exception:  # a bug or resource error on one request must not fail the batch
-                logger.exception("artserve: unexpected error preparing request %d", idx)
-                results[idx] = {"error": "internal error while reading the image", "code": 500, "type": "internal"}
-                context.set_response_status(500, "internal", idx)
+                images[idx] = self._image(row or {}, context, idx)
+            except Exception as e:  # answered per request
+                self._reject(results, context, idx, e)
+        decoded: dict[int, torch.Tensor] = {}
+        try:
+            batch = self.classifier.decode_batch(list(images.values()))
+        except Exception:  # a bug or resource error in a batch decode: each image alone, so it stays per request
+            logger.exception("artserve: batch decode failed; decoding image by image")
+            batch = [self._decode_one(image) for image in images.values()]
+        for idx, item in zip(images, batch, strict=True):
+            if isinstance(item, Exception):
+                self._reject(results, context, idx, item)
+            else:
+                decoded[idx] = item
+        good = [idx for idx in decoded if not self._is_explain_request(context, idx)]
+        explain = [idx for idx in decoded if idx not in good]
         preprocess_ms = (time.perf_counter() - start) * 1000
 
         if good:
@@ -97,6 +104,23 @@ class ArtHandler(BaseHandler):
         rejected = len(data) - len(decoded)
         self._emit_metrics(context, len(data), rejected, preprocess_ms, (time.perf_counter() - start) * 1000)
         return results
+
+    def _decode_one(self, image: bytes) -> torch.Tensor | Exception:
+        try:
+            return self.classifier.decode(image)
+        except Exception as e:  # answered per request
+            return e
+
+    @staticmethod
+    def _reject(results: list, context, idx: int, error: Exception) -> None:
+        """Answer request ``idx`` alone: its ``InputError``'s 4xx, or a 500 for anything else (logged)."""
+        if isinstance(error, InputError):
+            results[idx] = error.to_body()
+            context.set_response_status(error.status, error.type, idx)
+            return
+        logger.error("artserve: unexpected error preparing request %d", idx, exc_info=error)
+        results[idx] = {"error": "internal error while reading the image", "code": 500, "type": "internal"}
+        context.set_response_status(500, "internal", idx)
 
     @staticmethod
     def _is_explain_request(context, idx: int) -> bool:

@@ -5,7 +5,9 @@ baseline server, evaluation, the benchmark and the skew test, so a change to dec
 layout is made here once. One image takes three named steps:
 
 * ``decode``: one request's image bytes -> ``uint8 (3, crop, crop)`` (``preprocessing.preprocess_bytes``),
-  or an ``InputError`` that answers that request alone;
+  or an ``InputError`` that answers that request alone; ``decode_batch`` does a batch's at once, on a CUDA
+  classifier decoding its plain JPEGs together on the GPU (``preprocessing.preprocess_batch``), each image
+  still getting its own tensor or error;
 * ``predict``: a stacked ``uint8`` batch -> float32 probabilities on the CPU, computed on the classifier's
   device with its precision (fp32, bf16 or fp16) and memory layout (channels_last). A classifier made by
   :meth:`ArtClassifier.load` converts the model's weights to that precision and layout once, at load
@@ -29,12 +31,13 @@ from torch import nn
 
 from handlers import MODEL_NAME
 from handlers.card import card_version
+from handlers.errors import InputError
 from handlers.explain import cam_grid, grad_cam
 from handlers.labels import read_label_map
 from handlers.model import build_model, load_checkpoint
 from handlers.postprocessing import prediction_body, probabilities
 from handlers.precision import FP32, Precision, resolve_precision
-from handlers.preprocessing import Limits, PreprocessConfig, normalize, preprocess_bytes
+from handlers.preprocessing import Limits, PreprocessConfig, normalize, preprocess_batch, preprocess_bytes
 
 
 class ArtClassifier:
@@ -64,6 +67,8 @@ class ArtClassifier:
         self.preprocess, self.labels = preprocess, list(labels)
         self.name, self.version, self.top_k, self.limits = name, version, top_k, limits
         self.device, self.precision, self.converted = torch.device(device), precision, convert
+        #: Where :meth:`decode_batch` decodes JPEGs: the GPU on CUDA (nvJPEG), else None (Pillow on the CPU).
+        self.decode_device = self.device if self.device.type == "cuda" else None
         if convert:
             layout = torch.channels_last if precision.channels_last else torch.contiguous_format
             self.model.to(device=self.device, dtype=precision.dtype or torch.float32, memory_format=layout)
@@ -114,6 +119,11 @@ class ArtClassifier:
     def decode(self, data: bytes) -> torch.Tensor:
         """One request's image bytes -> ``uint8 (3, crop, crop)``; raises an ``InputError`` for bad input."""
         return preprocess_bytes(data, self.preprocess, self.limits)
+
+    def decode_batch(self, items: Sequence[bytes]) -> list[torch.Tensor | InputError]:
+        """Many requests' image bytes -> for each, ``uint8 (3, crop, crop)`` (on :attr:`decode_device` when it
+        decoded there) or the ``InputError`` that answers that request alone."""
+        return preprocess_batch(list(items), self.preprocess, self.limits, self.decode_device)
 
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
         """``uint8 (N, 3, H, W)`` on any device -> float32 probabilities ``(N, classes)`` on the CPU."""

@@ -42,7 +42,10 @@ def _as_bytes(value: object) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8")
     if isinstance(value, (dict, list)):  # already JSON-decoded by the engine
-        return json.dumps(value).encode("utf-8")
+        try:
+            return json.dumps(value).encode("utf-8")
+        except RecursionError:
+            raise BadRequest("the JSON body is nested too deeply") from None
     raise BadRequest(f"unexpected request field type {type(value).__name__}")
 
 
@@ -58,6 +61,8 @@ def _from_json(raw: bytes, max_bytes: int) -> bytes:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BadRequest(f"the body is not valid JSON: {e}") from None
+    except RecursionError:  # the C scanner gives up on deep nesting ([[[[...]]]]) with a RecursionError
+        raise BadRequest("the JSON body is nested too deeply") from None
     if not isinstance(doc, dict) or "image" not in doc:
         raise BadRequest('the JSON body needs an "image" field holding the base64-encoded image')
     encoded = doc["image"]

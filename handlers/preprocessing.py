@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.io import ImageReadMode, decode_jpeg
 
-from handlers.errors import BadImage, PayloadTooLarge, UnsupportedMediaType
+from handlers.errors import BadImage, InputError, PayloadTooLarge, UnsupportedMediaType
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -105,13 +106,10 @@ def _sniff_unsupported(data: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, limits: Limits = Limits(), draft_size: int | None = None) -> Image.Image:
-    """Decode ``data`` into an 8-bit RGB image with EXIF orientation applied.
+def open_image(data: bytes, limits: Limits = Limits()) -> Image.Image:
+    """Read the image's header only (nothing decoded yet) and enforce ``limits`` and the supported formats.
 
-    ``draft_size`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while both sides stay at least
-    that large (much cheaper than a full decode of a large photo). Raises an ``InputError`` subclass
-    for anything the client must fix.
-    """
+    Raises an ``InputError`` subclass for anything the client must fix."""
     if not data:
         raise BadImage("the request has no image data (empty body)")
     if len(data) > limits.max_bytes:
@@ -146,6 +144,21 @@ def decode_image(data: bytes, limits: Limits = Limits(), draft_size: int | None 
             f"image is {width}x{height} pixels; the limit is {limits.max_pixels / 1e6:g} megapixels "
             "(set ARTSERVE_MAX_PIXELS to raise it)"
         )
+    return img
+
+
+def decode_image(data: bytes, limits: Limits = Limits(), draft_size: int | None = None) -> Image.Image:
+    """Decode ``data`` into an 8-bit RGB image with EXIF orientation applied.
+
+    ``draft_size`` lets the JPEG decoder scale down by 1/2, 1/4 or 1/8 while both sides stay at least
+    that large (much cheaper than a full decode of a large photo). Raises an ``InputError`` subclass
+    for anything the client must fix.
+    """
+    return load_rgb(open_image(data, limits), draft_size)
+
+
+def load_rgb(img: Image.Image, draft_size: int | None = None) -> Image.Image:
+    """Decode an image :func:`open_image` has checked: first frame, EXIF orientation, 8-bit RGB."""
     try:
         if draft_size and img.format in ("JPEG", "MPO"):
             img.draft(img.mode, (draft_size, draft_size))
@@ -209,3 +222,101 @@ def normalize(batch: torch.Tensor, cfg: PreprocessConfig, dtype: torch.dtype = t
     mean = torch.tensor(cfg.mean, device=batch.device, dtype=dtype).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(cfg.std, device=batch.device, dtype=dtype).view(1, 3, 1, 1) * 255.0
     return (batch.to(dtype) - mean) / std
+
+
+# ---------------------------------------------------------------------------------------------------
+# The device path (CUDA): a batch's plain JPEGs decoded together with nvJPEG, cropped, resized there.
+#
+# It handles exactly what the CPU path would treat as "decode, crop, resize" with nothing else to do: a JPEG (not MPO)
+# in RGB/YCbCr or grayscale, with no EXIF rotation (decode_jpeg applies EXIF orientation on the CPU only), that ends
+# with its end-of-image marker (so a truncated file never reaches a decoder that might fill it in). Everything else
+# (PNG, WebP, ..., CMYK JPEGs, rotated photos), and any JPEG the device refuses, takes the CPU path, which gives the
+# answer the CPU would give: the decoded image or that image's own ``InputError``. Header checks and limits come first.
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def device_decodable(img: Image.Image, data: bytes) -> bool:
+    """True when the checked header ``img`` of ``data`` is a JPEG the device path decodes exactly as the CPU would."""
+    return (
+        img.format == "JPEG"
+        and img.mode in ("RGB", "L")
+        and img.getexif().get(_EXIF_ORIENTATION, 1) == 1
+        and data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
+    )
+
+
+def decode_jpegs(items: list[bytes], device: torch.device) -> list[torch.Tensor | None]:
+    """JPEG bytes -> ``uint8 (3, H, W)`` on ``device``: one batched call, then one call per image if the batch
+    fails; ``None`` for an image the decoder refuses on its own."""
+    tensors = [torch.frombuffer(bytearray(data), dtype=torch.uint8) for data in items]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities of TorchVision")
+        try:
+            return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device))
+        except (RuntimeError, ValueError):
+            pass
+        decoded: list[torch.Tensor | None] = []
+        for tensor in tensors:
+            try:
+                decoded.append(decode_jpeg(tensor, mode=ImageReadMode.RGB, device=device))
+            except (RuntimeError, ValueError):
+                decoded.append(None)
+        return decoded
+
+
+def resample_matrix(size: int, out: int, start: float, end: float, device: torch.device) -> torch.Tensor:
+    """``(out, size)`` weights of Pillow's antialiased bilinear resample of the source span ``[start, end)``
+    to ``out`` pixels (``ImagingResample``'s coefficients: a triangle widened by the scale when reducing)."""
+    scale = (end - start) / out
+    support = max(scale, 1.0)
+    centre = start + (torch.arange(out, device=device, dtype=torch.float64) + 0.5) * scale
+    x = torch.arange(size, device=device, dtype=torch.float64) + 0.5
+    weights = (1 - ((x[None, :] - centre[:, None]) / support).abs()).clamp(min=0)
+    return (weights / weights.sum(1, keepdim=True).clamp(min=1e-12)).float()
+
+
+def center_crop_resize_tensor(image: torch.Tensor, cfg: PreprocessConfig) -> torch.Tensor:
+    """:func:`center_crop_resize` for a ``uint8 (3, H, W)`` tensor on any device: the same centre square,
+    resized by the same weights, horizontally then vertically, rounding to 8 bits in between as Pillow does."""
+    _, height, width = image.shape
+    side = min(width, height) * cfg.crop / cfg.resize
+    left, top = (width - side) / 2, (height - side) / 2
+    across = resample_matrix(width, cfg.crop, left, left + side, image.device)
+    down = resample_matrix(height, cfg.crop, top, top + side, image.device)
+    rows = (image.float() @ across.T).round_().clamp_(0, 255)
+    return (down @ rows).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def preprocess_batch(
+    items: list[bytes], cfg: PreprocessConfig, limits: Limits = Limits(), device: torch.device | str | None = None
+) -> list[torch.Tensor | InputError]:
+    """Many requests' image bytes -> for each, ``uint8 (3, crop, crop)`` or its ``InputError``.
+
+    ``device`` None: every image as :func:`preprocess_bytes` does it. A device (CUDA in serving; the CPU in tests):
+    the :func:`device_decodable` JPEGs are decoded together by ``torchvision.io.decode_jpeg`` there and cropped
+    and resized there; the rest, and any JPEG the device refuses, go the CPU way. Every tensor returned is on
+    ``device``."""
+    results: list[torch.Tensor | InputError | None] = [None] * len(items)
+    on_device: dict[int, bytes] = {}
+    for i, data in enumerate(items):
+        try:
+            img = open_image(data, limits)  # header checks and limits before anything is decoded
+            if device is not None and device_decodable(img, data):
+                on_device[i] = data
+            else:
+                results[i] = image_to_uint8(center_crop_resize(load_rgb(img, draft_size=cfg.resize), cfg))
+        except InputError as e:
+            results[i] = e
+    if on_device:
+        decoded = decode_jpegs(list(on_device.values()), torch.device(device))
+        for (i, data), image in zip(on_device.items(), decoded, strict=True):
+            try:
+                results[i] = (
+                    preprocess_bytes(data, cfg, limits) if image is None else center_crop_resize_tensor(image, cfg)
+                )
+            except InputError as e:
+                results[i] = e
+    if device is None:
+        return results
+    return [r.to(device) if isinstance(r, torch.Tensor) else r for r in results]  # one device for the batch

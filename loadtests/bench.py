@@ -54,7 +54,7 @@ from deploy.server import Ports, free_port, start_server
 from handlers import MODEL_NAME
 from handlers.classifier import ArtClassifier
 from loadtests.harness import random_checkpoint
-from tagging.client import Client
+from tagging.client import Client, is_prediction
 from training import DATA_DIR
 
 matplotlib.use("Agg")
@@ -156,9 +156,12 @@ def preprocess_ms(images: list[Path], classifier: ArtClassifier) -> float:
     return (time.perf_counter() - start) * 1000 / len(images)
 
 
-def drive(url: str, images: list[Path], clients: int, seconds: float) -> dict:
-    """``clients`` closed-loop clients for ``seconds``; throughput counts until the last response."""
-    client = Client(url, timeout=120, retries=0)
+def closed_loop(
+    url: str, images: list[Path], clients: int, seconds: float, accept=is_prediction
+) -> tuple[list[float], list[str], float]:
+    """``clients`` closed-loop clients for ``seconds``: (latencies in ms, errors, seconds until the last answer);
+    a 200 whose body fails ``accept`` is an error."""
+    client = Client(url, timeout=120, retries=0, accept=accept)
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -183,7 +186,11 @@ def drive(url: str, images: list[Path], clients: int, seconds: float) -> dict:
         t.start()
     for t in threads:
         t.join()
-    elapsed = last[0] - start
+    return latencies, errors, last[0] - start
+
+
+def summarise(latencies: list[float], errors: list[str], elapsed: float) -> dict:
+    """Throughput (answers per second of ``elapsed``) and latency percentiles of a closed-loop run."""
     if not latencies:
         return {"img_s": 0.0, "requests": 0, "errors": len(errors), "first_error": errors[:1]}
     ms = np.array(latencies)
@@ -197,6 +204,11 @@ def drive(url: str, images: list[Path], clients: int, seconds: float) -> dict:
         "p99_ms": float(np.percentile(ms, 99)),
         "seconds": elapsed,
     }
+
+
+def drive(url: str, images: list[Path], clients: int, seconds: float) -> dict:
+    """``clients`` closed-loop clients for ``seconds``; throughput counts until the last response."""
+    return summarise(*closed_loop(url, images, clients, seconds))
 
 
 def measure(url: str, images: list[Path], args: argparse.Namespace) -> dict:

@@ -11,7 +11,7 @@ import mimetypes
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +40,24 @@ def content_type(path: str | Path) -> str:
     return guessed if guessed and guessed.startswith("image/") else "application/octet-stream"
 
 
-class Client:
-    """Thread-safe: one ``requests.Session`` per thread."""
+def is_prediction(body: object) -> bool:
+    """artserve's answer: a JSON object with a ``label``."""
+    return isinstance(body, dict) and "label" in body
 
-    def __init__(self, url: str, timeout: float = 60.0, retries: int = 3, backoff: float = 0.5) -> None:
-        self.url, self.timeout, self.retries, self.backoff = url, timeout, retries, backoff
+
+class Client:
+    """Thread-safe: one ``requests.Session`` per thread. A 200 counts as an answer when ``accept(body)`` holds
+    (artserve's prediction by default; the GPU benchmark also drives TorchServe's stock handler)."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        accept: Callable[[object], bool] = is_prediction,
+    ) -> None:
+        self.url, self.timeout, self.retries, self.backoff, self.accept = url, timeout, retries, backoff, accept
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -68,7 +81,7 @@ class Client:
                     body = r.json()
                 except ValueError:
                     body = None
-                if status == 200 and isinstance(body, dict) and "label" in body:
+                if status == 200 and self.accept(body):
                     return Result(str(path), status, body, None, time.monotonic() - start, attempt)
                 error = (body or {}).get("error") if isinstance(body, dict) else None
                 error = error or f"HTTP {status}: {r.text[:200]}"

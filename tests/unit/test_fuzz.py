@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from handlers.art_handler import ArtHandler
 from handlers.labels import write_label_map
 from loadtests.harness import random_checkpoint
-from tests.hostile import SEEDS, mutated_image
+from tests.hostile import SEEDS, mutated_image, request_fields
 from tests.images import ART5_LABELS
 
 EXAMPLES = int(os.environ.get("ARTSERVE_FUZZ_EXAMPLES", "40"))
@@ -59,12 +59,8 @@ def handler(tmp_path_factory) -> ArtHandler:
     return h
 
 
-def check_invariant(handler: ArtHandler, bodies: list[bytes], content_types: list[str | None]) -> list[dict]:
-    """Run one batch; assert each answer is a prediction (status unset) or a 4xx error with matching status."""
-    headers = [{"Content-Type": ct} if ct else {} for ct in content_types]
-    context = FakeContext("", headers)
-    results = handler.handle([{"body": b} for b in bodies], context)
-    assert len(results) == len(bodies), f"{len(bodies)} requests but {len(results)} answers"
+def check_answers(results: list, context: FakeContext) -> None:
+    """Each answer is a prediction (status unset) or a 4xx error body matching its status."""
     for idx, result in enumerate(results):
         if idx in context.status:
             code, phrase = context.status[idx]
@@ -76,6 +72,15 @@ def check_invariant(handler: ArtHandler, bodies: list[bytes], content_types: lis
         else:
             assert set(result) >= {"label", "probability", "top_k"}, f"request {idx}: 200 without a prediction"
             assert result["label"] in ART5_LABELS, f"request {idx}: unknown label {result['label']!r}"
+
+
+def check_invariant(handler: ArtHandler, bodies: list[bytes], content_types: list[str | None]) -> list[dict]:
+    """Run one batch; assert each answer is a prediction (status unset) or a 4xx error with matching status."""
+    headers = [{"Content-Type": ct} if ct else {} for ct in content_types]
+    context = FakeContext("", headers)
+    results = handler.handle([{"body": b} for b in bodies], context)
+    assert len(results) == len(bodies), f"{len(bodies)} requests but {len(results)} answers"
+    check_answers(results, context)
     return results
 
 
@@ -98,3 +103,26 @@ def test_unmutated_seeds_are_classified(handler, name):
     """The seeds themselves are valid, so the mutation test starts from images the handler accepts."""
     (result,) = check_invariant(handler, [SEEDS[name]], ["application/octet-stream"])
     assert "label" in result, f"seed {name} was rejected: {result}"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@settings(
+    max_examples=min(EXAMPLES, 100) if DERANDOMIZE else EXAMPLES,
+    deadline=None,
+    derandomize=DERANDOMIZE,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(requests=st.lists(request_fields(), min_size=1, max_size=4))
+def test_any_request_shape_gets_prediction_or_4xx(handler, requests):
+    """Raw bodies, JSON of any shape, multipart forms of any number of parts, odd Content-Types, as TorchServe hands
+    them to the handler (fields by name; the request's headers with one dict per form part), beside a valid image."""
+    rows, headers = [], []
+    for fields, ct in requests:
+        rows.append({name: value for name, (_, value) in fields.items()})
+        parts = {name: {"content-type": part} for name, (part, _) in fields.items() if part is not None}
+        headers.append({**parts, **({"Content-Type": ct} if ct is not None else {})})
+    context = FakeContext("", [*headers, {"Content-Type": "image/jpeg"}])
+    results = handler.handle([*rows, {"body": SEEDS["jpeg"]}], context)
+    assert len(results) == len(rows) + 1, f"{len(rows) + 1} requests but {len(results)} answers"
+    check_answers(results, context)
+    assert "label" in results[-1], f"the valid image in the batch was not classified: {results[-1]}"

@@ -154,20 +154,20 @@ def test_all_bad_batch_runs_no_forward_pass(tmp_path):
 
 
 def test_unexpected_error_fails_only_that_request(tmp_path, monkeypatch):
+    """A non-input error while decoding one image (here a MemoryError) fails the batch decode; the handler then
+    decodes image by image, so only that request gets the 500."""
     handler, ctx = initialized(model_dir(tmp_path), 2)
-    import handlers.classifier as mod
+    import handlers.preprocessing as mod
 
-    real = mod.preprocess_bytes
-    calls = []
+    real = mod.load_rgb
 
-    def flaky(data, cfg, limits):
-        calls.append(1)
-        if len(calls) == 1:
+    def flaky(img, draft_size=None):
+        if img.size == (97, 65):
             raise MemoryError("simulated")
-        return real(data, cfg, limits)
+        return real(img, draft_size)
 
-    monkeypatch.setattr(mod, "preprocess_bytes", flaky)
-    out = run_batch(handler, ctx, [raw_request(jpeg()), raw_request(jpeg())])
+    monkeypatch.setattr(mod, "load_rgb", flaky)
+    out = run_batch(handler, ctx, [raw_request(jpeg((97, 65))), raw_request(jpeg())])
     assert ctx.get_response_status(0)[0] == 500 and out[0]["type"] == "internal", out[0]
     assert ctx.get_response_status(1)[0] in (None, 200) and "label" in out[1], out[1]
 
@@ -230,3 +230,18 @@ def test_explanations_mixed_with_predictions_and_errors_in_one_batch(tmp_path):
         assert body["crop_fraction"] == round(TINY_PREPROCESS.crop / TINY_PREPROCESS.resize, 6), body
     assert out[0]["cam"] == out[3]["cam"], "the same image must get the same map in one batch"
     assert ctx.metrics.values("ArtserveRejectedImages") == [1], f"rejected metric: {ctx.metrics.calls}"
+
+
+def test_device_decode_path_answers_per_request(tmp_path):
+    """The handler with the classifier decoding JPEGs as on CUDA (here on the CPU device): one corrupt JPEG in the
+    batch gets its own 400, the others the answers the CPU path gives."""
+    handler, ctx = initialized(model_dir(tmp_path), 3)
+    corrupt = jpeg()[:200] + bytes(range(256)) * 8 + b"\xff\xd9"  # reaches the device decoder, which refuses it
+    images = [jpeg((300, 200), seed=1), corrupt, jpeg((120, 90), seed=2)]
+    expected = run_batch(handler, ctx, [raw_request(images[0]), raw_request(images[2])])
+    handler.classifier.decode_device = torch.device("cpu")
+    out = run_batch(handler, ctx, [raw_request(data) for data in images])
+    assert ctx.get_response_status(1)[0] == 400 and out[1]["type"] == "bad_image", f"corrupt JPEG: {out[1]}"
+    for got, want in zip((out[0], out[2]), expected, strict=True):
+        assert got["label"] == want["label"], f"device path answered {got}, CPU path {want}"
+        assert abs(got["probability"] - want["probability"]) < 0.02, f"device path {got} vs CPU path {want}"
