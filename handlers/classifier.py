@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -38,6 +39,19 @@ from handlers.model import build_model, load_checkpoint
 from handlers.postprocessing import prediction_body, probabilities
 from handlers.precision import FP32, Precision, resolve_precision
 from handlers.preprocessing import Limits, PreprocessConfig, normalize, preprocess_batch, preprocess_bytes
+
+
+def decode_threads(config: Mapping, env: Mapping[str, str] = os.environ) -> int:
+    """Threads that decode a batch's images at once: ``ARTSERVE_DECODE_THREADS``, else the ``handler:`` setting
+    ``decode_threads``; 0 or unset = torch's intra-op thread count (a worker's OMP_NUM_THREADS)."""
+    raw = env.get("ARTSERVE_DECODE_THREADS") or config.get("decode_threads") or 0
+    try:
+        threads = int(raw)
+    except ValueError:
+        raise ValueError(f"decode_threads={raw!r} is not an integer") from None
+    if threads < 0:
+        raise ValueError(f"decode_threads={raw!r} must be 0 (torch's thread count) or positive")
+    return threads or torch.get_num_threads()
 
 
 class ArtClassifier:
@@ -60,15 +74,19 @@ class ArtClassifier:
         device: torch.device | str = "cpu",
         precision: Precision = FP32,
         convert: bool = False,
+        decode_threads: int = 1,
     ) -> None:
         """``convert``: cast the model's weights and layout to ``precision`` now, once (serving); otherwise the
-        weights stay as they are and :meth:`predict` autocasts (a model that goes on training in fp32)."""
+        weights stay as they are and :meth:`predict` autocasts (a model that goes on training in fp32).
+        ``decode_threads``: how many of a batch's images :meth:`decode_batch` decodes at once on the CPU."""
         self.model = model.eval()
         self.preprocess, self.labels = preprocess, list(labels)
         self.name, self.version, self.top_k, self.limits = name, version, top_k, limits
         self.device, self.precision, self.converted = torch.device(device), precision, convert
         #: Where :meth:`decode_batch` decodes JPEGs: the GPU on CUDA (nvJPEG), else None (Pillow on the CPU).
         self.decode_device = self.device if self.device.type == "cuda" else None
+        self.decode_threads = max(1, decode_threads)
+        self._decode_pool = ThreadPoolExecutor(self.decode_threads, "artserve-decode") if decode_threads > 1 else None
         if convert:
             layout = torch.channels_last if precision.channels_last else torch.contiguous_format
             self.model.to(device=self.device, dtype=precision.dtype or torch.float32, memory_format=layout)
@@ -92,7 +110,8 @@ class ArtClassifier:
         ``card``'s ``version`` when the card exists and names one, else ``version``; ``config`` is
         model-config.yaml's ``handler:`` section (``top_k``, ``max_bytes``, ``max_pixels``, the limits
         overridable by ``ARTSERVE_MAX_BYTES``/``ARTSERVE_MAX_PIXELS``; ``precision`` and ``channels_last``,
-        overridable by ``ARTSERVE_PRECISION``/``ARTSERVE_CHANNELS_LAST``). ``precision`` (auto, fp32, bf16,
+        overridable by ``ARTSERVE_PRECISION``/``ARTSERVE_CHANNELS_LAST``; ``decode_threads``, overridable by
+        ``ARTSERVE_DECODE_THREADS``: 0 or unset = torch's thread count). ``precision`` (auto, fp32, bf16,
         fp16) overrides both config and environment: evaluation and export compare named precisions.
         """
         ckpt = checkpoint if isinstance(checkpoint, Mapping) else load_checkpoint(checkpoint)
@@ -114,6 +133,7 @@ class ArtClassifier:
             device=device,
             precision=chosen,
             convert=True,
+            decode_threads=decode_threads(config),
         )
 
     def decode(self, data: bytes) -> torch.Tensor:
@@ -123,7 +143,7 @@ class ArtClassifier:
     def decode_batch(self, items: Sequence[bytes]) -> list[torch.Tensor | InputError]:
         """Many requests' image bytes -> for each, ``uint8 (3, crop, crop)`` (on :attr:`decode_device` when it
         decoded there) or the ``InputError`` that answers that request alone."""
-        return preprocess_batch(list(items), self.preprocess, self.limits, self.decode_device)
+        return preprocess_batch(list(items), self.preprocess, self.limits, self.decode_device, self._decode_pool)
 
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
         """``uint8 (N, 3, H, W)`` on any device -> float32 probabilities ``(N, classes)`` on the CPU."""
@@ -152,7 +172,7 @@ class ArtClassifier:
         arch = getattr(self.model, "arch", type(self.model).__name__)
         return (
             f"{self.name} {self.version} ({arch}, {len(self.labels)} labels) on {self.device}, {self.precision}, "
-            f"top_k={self.top_k}, limits={self.limits}"
+            f"top_k={self.top_k}, limits={self.limits}, decode threads {self.decode_threads}"
         )
 
     def explain(self, batch: torch.Tensor) -> list[dict]:

@@ -130,3 +130,27 @@ def test_without_a_device_every_image_takes_the_cpu_path(decode_calls):
     assert decode_calls == [], f"device None must not call decode_jpeg: {decode_calls}"
     assert torch.equal(out[0], preprocess_bytes(items[0], CFG)), "device None must be exactly the CPU path"
     assert isinstance(out[1], BadImage), f"the corrupt JPEG must be a BadImage, got {out[1]!r}"
+
+
+def test_a_thread_pool_decodes_the_same_tensors_and_keeps_errors_per_image():
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = [jpeg(seed=s) for s in range(5)]
+    items.insert(2, corrupt_with_end_marker())
+    with ThreadPoolExecutor(3) as pool:
+        out = preprocess_batch(items, CFG, pool=pool)
+    assert isinstance(out[2], BadImage), f"the corrupt JPEG must get its own BadImage in a pooled batch, got {out[2]!r}"
+    for i, data in enumerate(items):
+        if i != 2:
+            assert torch.equal(out[i], preprocess_bytes(data, CFG)), f"image {i}: the pool changed its tensor or order"
+
+
+def test_decode_threads_setting():
+    from handlers.classifier import decode_threads
+
+    assert decode_threads({}, env={}) == torch.get_num_threads(), "unset must follow torch's thread count"
+    assert decode_threads({"decode_threads": 3}, env={}) == 3, "the handler setting must be used"
+    assert decode_threads({"decode_threads": 3}, env={"ARTSERVE_DECODE_THREADS": "1"}) == 1, "the env var must win"
+    for bad in ("x", "-1"):
+        with pytest.raises(ValueError, match="decode_threads"):
+            decode_threads({"decode_threads": bad}, env={})
