@@ -214,8 +214,13 @@ def image_to_uint8(img: Image.Image) -> torch.Tensor:
 
 def preprocess_bytes(data: bytes, cfg: PreprocessConfig, limits: Limits = Limits()) -> torch.Tensor:
     """Request bytes -> ``uint8`` tensor ``(3, crop, crop)`` ready for :func:`normalize`."""
-    img = decode_image(data, limits, draft_size=cfg.resize)
-    return image_to_uint8(center_crop_resize(img, cfg))
+    return preprocess_checked(open_image(data, limits), cfg)
+
+
+def preprocess_checked(img: Image.Image, cfg: PreprocessConfig) -> torch.Tensor:
+    """An image :func:`open_image` has checked -> ``uint8 (3, crop, crop)``: decode (reduced by the JPEG draft where
+    it can), crop and resize."""
+    return image_to_uint8(center_crop_resize(load_rgb(img, draft_size=cfg.resize), cfg))
 
 
 def normalize(batch: torch.Tensor, cfg: PreprocessConfig, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -306,19 +311,24 @@ def preprocess_batch(
     results: list[torch.Tensor | InputError | None] = [None] * len(items)
     on_device: dict[int, bytes] = {}
 
-    def on_cpu(i: int) -> None:
+    def check_and_route(i: int) -> None:
+        """Header checks and limits first; then either queue image ``i`` for the device or decode it here."""
         try:
-            img = open_image(items[i], limits)  # header checks and limits before anything is decoded
+            img = open_image(items[i], limits)
             if device is not None and device_decodable(img, items[i]):
                 on_device[i] = items[i]
             else:
-                results[i] = image_to_uint8(center_crop_resize(load_rgb(img, draft_size=cfg.resize), cfg))
+                results[i] = preprocess_checked(img, cfg)
         except InputError as e:
             results[i] = e
 
-    # Pillow releases the GIL while it decodes and resizes, so a pool's threads decode a batch's images at once.
-    list(pool.map(on_cpu, range(len(items))) if pool is not None and len(items) > 1 else map(on_cpu, range(len(items))))
-    on_device = dict(sorted(on_device.items()))
+    indices = range(len(items))
+    if pool is not None and len(items) > 1:  # Pillow releases the GIL while it decodes and resizes
+        list(pool.map(check_and_route, indices))
+    else:
+        for i in indices:
+            check_and_route(i)
+    on_device = dict(sorted(on_device.items()))  # batch order, whichever thread queued them
     if on_device:
         decoded = decode_jpegs(list(on_device.values()), torch.device(device))
         for (i, data), image in zip(on_device.items(), decoded, strict=True):
