@@ -17,6 +17,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from deploy import ROOT, tool
 from handlers import MODEL_NAME
 from handlers.card import ARCHIVE_CARD, default_card_path, load_or_make_card
@@ -26,6 +28,44 @@ from handlers.model import build_model, load_checkpoint
 HANDLERS_DIR = ROOT / "handlers"
 DEFAULT_MODEL_CONFIG = ROOT / "deploy" / "config" / "model-config.yaml"
 MODEL_STORE = ROOT / "model_store"
+
+
+# Dynamic-batching settings a deployment may set without another model-config.yaml: flag, environment variable,
+# TorchServe key. The GPU overlay sets them on the init container (deploy/k8s/overlays/gpu).
+BATCHING = (
+    ("batch_size", "ARTSERVE_BATCH_SIZE", "batchSize"),
+    ("max_batch_delay", "ARTSERVE_MAX_BATCH_DELAY", "maxBatchDelay"),
+    ("workers", "ARTSERVE_WORKERS", ("minWorkers", "maxWorkers")),
+)
+
+
+def batching_overrides(
+    batch_size: int | None = None, max_batch_delay: int | None = None, workers: int | None = None
+) -> dict[str, int]:
+    """The model-config keys to replace: each argument given, else its ``ARTSERVE_*`` variable, else nothing."""
+    given = {"batch_size": batch_size, "max_batch_delay": max_batch_delay, "workers": workers}
+    out: dict[str, int] = {}
+    for name, env, keys in BATCHING:
+        value = given[name]
+        if value is None and os.environ.get(env, "").strip():
+            try:
+                value = int(os.environ[env])
+            except ValueError:
+                raise ValueError(f"{env}={os.environ[env]!r} is not a whole number") from None
+        if value is None:
+            continue
+        if value < (0 if name == "max_batch_delay" else 1):
+            raise ValueError(f"{name.replace('_', '-')} {value} is out of range")
+        out.update(dict.fromkeys(keys if isinstance(keys, tuple) else (keys,), value))
+    return out
+
+
+def write_model_config(source: str | Path, target: str | Path, overrides: dict) -> Path:
+    """``source`` (a TorchServe model-config.yaml) with ``overrides`` replacing its top-level keys, at ``target``."""
+    settings = yaml.safe_load(Path(source).read_text(encoding="utf-8")) or {}
+    settings.update(overrides)
+    Path(target).write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
+    return Path(target)
 
 
 def is_up_to_date(mar: Path, inputs: list[Path]) -> bool:
@@ -49,10 +89,13 @@ def build_archive(
     model_card: str | Path | None = None,
     model_config: str | Path = DEFAULT_MODEL_CONFIG,
     handler: str | Path = HANDLERS_DIR / "art_handler.py",
+    batching: dict | None = None,
 ) -> Path:
     """Check the checkpoint loads with its labels, then write ``<export_path>/<name>.mar``.
 
-    ``handler`` is the TorchServe handler module; tests pass a subclass of ``ArtHandler`` (a slow one)."""
+    ``handler`` is the TorchServe handler module; tests pass a subclass of ``ArtHandler`` (a slow one).
+    ``batching`` (from :func:`batching_overrides`) replaces the model-config's batch size, delay or workers in
+    the archive; the command line and ``deploy.serve`` pass the flags and ``ARTSERVE_*`` variables."""
     checkpoint, model_config = Path(checkpoint), Path(model_config)
     card_path = Path(model_card) if model_card else None
     ckpt = load_checkpoint(checkpoint)
@@ -66,6 +109,8 @@ def build_archive(
         shutil.copytree(HANDLERS_DIR, extra / "handlers", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         write_label_map(extra / "index_to_name.json", ckpt["labels"])
         (extra / ARCHIVE_CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        if batching:
+            model_config = write_model_config(model_config, Path(tmp) / "model-config.yaml", batching)
         archiver = tool("torch-model-archiver")
         cmd = [
             str(archiver),
@@ -109,14 +154,28 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model-config", default=str(DEFAULT_MODEL_CONFIG), help="TorchServe model-config.yaml (default: %(default)s)"
     )
+    for name, env, keys in BATCHING:
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=int,
+            default=None,
+            help=f"replace the model-config's {' and '.join(keys) if isinstance(keys, tuple) else keys} "
+            f"(default: ${env}, else the file's value)",
+        )
     p.add_argument("--name", default=MODEL_NAME, help="model name (default: %(default)s)")
     p.add_argument("--export-path", default=str(MODEL_STORE), help="output folder (default: %(default)s)")
     return p
 
 
 def main(args: argparse.Namespace) -> None:
-    mar = build_archive(args.checkpoint, args.export_path, args.name, args.model_card, args.model_config)
-    print(f"wrote {mar}")
+    try:
+        batching = batching_overrides(args.batch_size, args.max_batch_delay, args.workers)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    mar = build_archive(
+        args.checkpoint, args.export_path, args.name, args.model_card, args.model_config, batching=batching
+    )
+    print(f"wrote {mar}" + "".join(f", {k} {v}" for k, v in batching.items()))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,14 @@ import json
 from pathlib import Path
 
 from deploy import ROOT
-from deploy.archive import DEFAULT_MODEL_CONFIG, MODEL_STORE, archive_inputs, build_archive, is_up_to_date
+from deploy.archive import (
+    DEFAULT_MODEL_CONFIG,
+    MODEL_STORE,
+    archive_inputs,
+    batching_overrides,
+    build_archive,
+    is_up_to_date,
+)
 from deploy.server import Ports, Server, start_server
 from handlers import MODEL_NAME
 from handlers.model import load_checkpoint
@@ -66,11 +73,15 @@ def cmd_start(args: argparse.Namespace) -> None:
     checkpoint = Path(args.checkpoint)
     ckpt = require_trained(checkpoint, args.allow_untrained)
     mar = Path(args.model_store) / f"{args.name}.mar"
-    if is_up_to_date(mar, archive_inputs(checkpoint, None, Path(args.model_config))):
+    try:
+        batching = batching_overrides()  # ARTSERVE_BATCH_SIZE, ARTSERVE_MAX_BATCH_DELAY, ARTSERVE_WORKERS
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if not batching and is_up_to_date(mar, archive_inputs(checkpoint, None, Path(args.model_config))):
         print(f"archive {mar} is up to date")
     else:
-        print(f"building {mar} from {checkpoint}")
-        mar = build_archive(checkpoint, args.model_store, args.name, model_config=args.model_config)
+        print(f"building {mar} from {checkpoint}" + "".join(f", {k} {v}" for k, v in batching.items()))
+        mar = build_archive(checkpoint, args.model_store, args.name, model_config=args.model_config, batching=batching)
     ports = Ports(args.inference_port, args.management_port, args.metrics_port)
     if ports != Ports():  # a server beside the default one: its worker and gRPC ports must move too
         spare = Ports.free()

@@ -46,10 +46,9 @@ import numpy as np
 import psutil
 import requests
 import torch
-import yaml
 
-from deploy import ROOT
-from deploy.archive import DEFAULT_MODEL_CONFIG, build_archive
+from deploy import ROOT, archive
+from deploy.archive import DEFAULT_MODEL_CONFIG, batching_overrides, build_archive
 from deploy.server import Ports, free_port, start_server
 from handlers import MODEL_NAME
 from handlers.classifier import ArtClassifier
@@ -217,12 +216,8 @@ def measure(url: str, images: list[Path], args: argparse.Namespace) -> dict:
 
 
 def write_model_config(path: Path, config: ServeConfig) -> Path:
-    settings = yaml.safe_load(DEFAULT_MODEL_CONFIG.read_text(encoding="utf-8"))
-    settings.update(
-        batchSize=config.batch, maxBatchDelay=config.delay_ms, minWorkers=config.workers, maxWorkers=config.workers
-    )
-    path.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
-    return path
+    overrides = batching_overrides(config.batch, config.delay_ms, config.workers)
+    return archive.write_model_config(DEFAULT_MODEL_CONFIG, path, overrides)
 
 
 def thread_env(threads: int) -> dict[str, str]:

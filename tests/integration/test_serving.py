@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from deploy import ROOT
+from deploy.archive import DEFAULT_MODEL_CONFIG
 from deploy.server import Ports, Server
 from loadtests import smoke
 from tests.images import ART5_LABELS, corrupt_jpeg, jpeg
@@ -147,7 +149,9 @@ def test_readiness_means_a_ready_worker(ts_server):
     status = ts_server.model_status()
     workers = status[0]["workers"]
     assert any(w["status"] == "READY" for w in workers), f"management API: {status}"
-    assert status[0]["batchSize"] == 8 and status[0]["maxBatchDelay"] == 50, "model-config.yaml batching applied"
+    checked_in = yaml.safe_load(DEFAULT_MODEL_CONFIG.read_text(encoding="utf-8"))
+    served = {k: status[0][k] for k in ("batchSize", "maxBatchDelay")}
+    assert served == {k: checked_in[k] for k in served}, f"model-config.yaml batching not applied: {served}"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

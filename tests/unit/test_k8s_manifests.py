@@ -9,7 +9,7 @@ import shutil
 import pytest
 import yaml
 
-from deploy.archive import DEFAULT_MODEL_CONFIG
+from deploy.archive import BATCHING, DEFAULT_MODEL_CONFIG, batching_overrides
 from deploy.docker import model_ready
 from deploy.k8s import check
 from deploy.k8s.check import OVERLAYS, custom_resource_errors, policy_violations, render, schema_errors
@@ -126,6 +126,24 @@ def test_gpu_overlay_requests_a_gpu_and_ready_based_probes(rendered):
     assert c["livenessProbe"]["httpGet"]["path"] == "/ping", f"liveness: {c['livenessProbe']}"
     cpu = serving_container(rendered["laptop"])
     assert "nvidia.com/gpu" not in cpu["resources"]["limits"], "the laptop overlay asks for a GPU"
+
+
+def init_env(objects: list[dict]) -> dict[str, str]:
+    spec = one(objects, "Deployment")["spec"]["template"]["spec"]
+    init = next(c for c in spec["initContainers"] if c["name"] == "build-archive")
+    return {e["name"]: e["value"] for e in init.get("env", [])}
+
+
+def test_gpu_overlay_batches_its_own_way_and_cpu_pods_take_the_checked_in_file(rendered):
+    known = {env for _, env, _ in BATCHING}
+    gpu = init_env(rendered["gpu"])
+    assert {"ARTSERVE_BATCH_SIZE", "ARTSERVE_MAX_BATCH_DELAY"} <= set(gpu), f"GPU archive step env: {gpu}"
+    assert set(gpu) <= known, f"variables deploy.archive does not read: {set(gpu) - known}"
+    overrides = batching_overrides(*(int(gpu[env]) if env in gpu else None for _, env, _ in BATCHING))
+    checked_in = yaml.safe_load(DEFAULT_MODEL_CONFIG.read_text())
+    assert any(checked_in[k] != v for k, v in overrides.items()), f"the GPU overlay repeats the CPU file: {gpu}"
+    assert init_env(rendered["keda"]) == gpu, "the KEDA overlay (GPU pods) batches like the GPU overlay"
+    assert not known & set(init_env(rendered["laptop"])), "laptop (CPU) pods must use model-config.yaml as it is"
 
 
 def test_service_exposes_only_inference(rendered):

@@ -7,9 +7,18 @@ import zipfile
 
 import pytest
 import torch
+import yaml
 from torchvision.models import vgg16_bn
 
-from deploy.archive import build_archive, is_up_to_date
+from deploy.archive import (
+    BATCHING,
+    DEFAULT_MODEL_CONFIG,
+    batching_overrides,
+    build_archive,
+    is_up_to_date,
+)
+from deploy.archive import get_args_parser as archive_parser
+from deploy.archive import main as archive_main
 from handlers.card import default_card_path
 from handlers.labels import read_label_map, validate_labels, write_label_map
 from handlers.model import ArtVGG, build_model, load_checkpoint, save_checkpoint
@@ -132,3 +141,33 @@ def test_archive_refuses_broken_checkpoint(tmp_path):
     torch.save(ckpt, path)
     with pytest.raises(ValueError, match="3 labels for a model with 5 outputs"):
         build_archive(path, tmp_path / "store")
+
+
+def test_archive_batching_overrides_replace_only_the_batching_keys(tmp_path, monkeypatch):
+    checked_in = yaml.safe_load(DEFAULT_MODEL_CONFIG.read_text())
+    for _, env, _ in BATCHING:
+        monkeypatch.delenv(env, raising=False)
+    assert batching_overrides() == {}, "with no flag and no variable nothing may change"
+    monkeypatch.setenv("ARTSERVE_BATCH_SIZE", "16")
+    monkeypatch.setenv("ARTSERVE_WORKERS", "2")
+    assert batching_overrides(max_batch_delay=5) == {
+        "batchSize": 16,
+        "maxBatchDelay": 5,
+        "minWorkers": 2,
+        "maxWorkers": 2,
+    }, batching_overrides(max_batch_delay=5)
+    assert batching_overrides(batch_size=32)["batchSize"] == 32, "a flag must win over the environment"
+    monkeypatch.setenv("ARTSERVE_BATCH_SIZE", "eight")
+    with pytest.raises(ValueError, match="ARTSERVE_BATCH_SIZE"):
+        batching_overrides()
+    with pytest.raises(ValueError, match="out of range"):
+        batching_overrides(batch_size=0)
+
+    ckpt = random_checkpoint(tmp_path / "tiny.pt", "tiny_vgg")
+    monkeypatch.setenv("ARTSERVE_BATCH_SIZE", "16")
+    archive_main(archive_parser().parse_args(["--checkpoint", str(ckpt), "--export-path", str(tmp_path / "store")]))
+    with zipfile.ZipFile(tmp_path / "store" / "art-category.mar") as z:
+        packed = yaml.safe_load(z.read("model-config.yaml"))
+    expected = checked_in | {"batchSize": 16, "minWorkers": 2, "maxWorkers": 2}
+    assert packed == expected, f"the archive's model-config should be the checked-in one with the overrides: {packed}"
+    assert yaml.safe_load(DEFAULT_MODEL_CONFIG.read_text()) == checked_in, "the checked-in file must not change"
