@@ -114,7 +114,17 @@ def make_card(
         "metrics": metrics,
         "training": {
             k: training.get(k)
-            for k in ("epoch", "epochs", "best_epoch", "pretrained", "teacher", "precision", "train_seconds", "torch")
+            for k in (
+                "epoch",
+                "epochs",
+                "best_epoch",
+                "pretrained",
+                "init_from",
+                "teacher",
+                "precision",
+                "train_seconds",
+                "torch",
+            )
         }
         | {"device": training.get("device")}
         | {"args": training.get("args")},

@@ -51,6 +51,13 @@ def get_args_parser(description: str | None = None) -> argparse.ArgumentParser:
         default="none",
         help="'imagenet' (torchvision download), a local state-dict PATH, or 'none' for from-scratch (default: none)",
     )
+    a(
+        "--init-from",
+        default=None,
+        metavar="CHECKPOINT",
+        help="start from a whole artserve checkpoint (a run's best.pt or an exported model, head included) of the "
+        "same arch, labels, data and dev split, to fine-tune it further; excludes --pretrained (default: none)",
+    )
     a("--freeze-blocks", type=int, default=0, help="freeze the first N convolution blocks (default: 0)")
     a("--image-size", type=int, default=224, help="crop side fed to the model (default: %(default)s)")
     a(

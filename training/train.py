@@ -46,7 +46,7 @@ from training.evaluate import compute_metrics, default_workers, eval_loader, pre
 from training.schedule import size_at
 from training.teacher import load_teacher  # its model code is imported only when a teacher is built
 from training.timing import time_steps
-from training.weights import freeze_blocks, load_pretrained
+from training.weights import freeze_blocks, load_init, load_pretrained
 
 METRIC_FIELDS = (
     "epoch",
@@ -114,7 +114,13 @@ class Trainer:
         self.cfg = PreprocessConfig(resize=args.resize, crop=args.image_size)
         self.model = ArtVGG(len(self.splits.classes), args.arch)
         self.pretrained = load_pretrained(self.model, args.pretrained)
-        if args.freeze_blocks and args.pretrained == "none":
+        self.init_from = None
+        if args.init_from:
+            if args.pretrained != "none":
+                raise SystemExit("--init-from loads the whole model; it cannot be combined with --pretrained")
+            self.init_from = load_init(self.model, args.init_from, self.splits.classes, self.dev_source, args.data)
+            self.pretrained = f"init-from {args.init_from} (whole model, after its epoch {self.init_from['epoch']})"
+        if args.freeze_blocks and args.pretrained == "none" and not args.init_from:
             raise SystemExit("--freeze-blocks with --pretrained none would freeze random weights; load weights first")
         self.frozen = freeze_blocks(self.model, args.freeze_blocks)
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -158,6 +164,7 @@ class Trainer:
             },
             "extra_train": self.extra_train,
             "pretrained": self.pretrained,
+            "init_from": self.init_from,
             "teacher": self.args.teacher,
             "precision": {"autocast": str(self.amp_dtype), "channels_last": self.channels_last},
             "train_seconds": sum(r["epoch_seconds"] for r in self.rows),

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from handlers.model import IMAGENET_WEIGHTS, ArtVGG
+from handlers.card import sha256_file
+from handlers.model import IMAGENET_WEIGHTS, ArtVGG, load_checkpoint
 
 
 def load_pretrained(model: ArtVGG, spec: str) -> str:
@@ -58,3 +59,44 @@ def freeze_blocks(model: ArtVGG, n: int) -> list[nn.Module]:
     for block in blocks[:n]:
         block.requires_grad_(False)
     return blocks[:n]
+
+
+def load_init(model: ArtVGG, path: str, labels: list[str], dev_split: str, data: str) -> dict:
+    """Start ``model`` from a whole artserve checkpoint (a run's ``best.pt`` or an exported model), head included.
+
+    For fine-tuning a trained model further (another resolution, a teacher, curators' labels) instead of starting
+    from scratch. The checkpoint must have this run's architecture and labels, and, when it records one, the same
+    data folder and dev split: a checkpoint that trained on this run's dev images would make the dev figures that
+    pick the epoch optimistic. Returns what the record and the model card keep about it.
+    """
+    try:
+        ckpt = load_checkpoint(path)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"--init-from: {e}") from None
+    if ckpt["arch"] != model.arch or list(ckpt["labels"]) != list(labels):
+        raise SystemExit(
+            f"--init-from {path} is {ckpt['arch']} with labels {list(ckpt['labels'])}; "
+            f"this run is {model.arch} with {list(labels)}"
+        )
+    training = ckpt.get("training") or {}
+    earlier_dev = training.get("dev_split")
+    earlier_data = training.get("data")
+    if earlier_dev is not None and earlier_dev != dev_split:
+        raise SystemExit(
+            f"--init-from {path} was trained with the dev split '{earlier_dev}', this run holds out '{dev_split}': "
+            "its training images may be this run's dev images; use the same --dev-fraction and --seed"
+        )
+    if earlier_data is not None and Path(earlier_data).resolve() != Path(data).resolve():
+        raise SystemExit(f"--init-from {path} was trained on {earlier_data}, this run on {Path(data).resolve()}")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    model.load_state_dict(state, strict=True)
+    return {
+        "path": str(path),
+        "sha256": sha256_file(path),
+        "epoch": training.get("epoch"),
+        "train_seconds": training.get("train_seconds"),
+        "pretrained": training.get("pretrained"),
+        "teacher": training.get("teacher"),
+        "init_from": training.get("init_from"),
+        "best_dev": training.get("best_dev"),
+    }

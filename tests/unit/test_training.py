@@ -217,3 +217,38 @@ def test_curator_csv_images_join_the_training_split_only(tmp_path):
     corrections.write_text("path,label\ncurated/icons/700.jpg,frescoes\n")
     with pytest.raises(SystemExit, match="frescoes"):
         run_train(tmp_path, data, "run2", "--epochs", "1", "--extra-train", str(corrections))
+
+
+def test_init_from_starts_from_the_whole_model_and_records_it(tmp_path, same_data):
+    first = run_train(tmp_path, same_data, "first", "--epochs", "2") / "best.pt"
+    ckpt = load_checkpoint(first)
+    dev_split = ckpt["training"]["dev_split"]
+
+    model = ArtVGG(len(CLASSES), "tiny_vgg")
+    info = weights.load_init(model, str(first), CLASSES, dev_split, str(same_data))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, ckpt["state_dict"][name].to(tensor.dtype)), f"{name} was not loaded"
+    assert info["sha256"] == sha256_file(first) and info["epoch"] == ckpt["training"]["epoch"], info
+
+    second = run_train(tmp_path, same_data, "second", "--epochs", "1", "--init-from", str(first))
+    record = load_checkpoint(second / "last.pt")["training"]
+    assert record["init_from"]["sha256"] == sha256_file(first), f"the record lacks the starting point: {record}"
+    assert record["pretrained"].startswith(f"init-from {first}"), record["pretrained"]
+    card = export.make_card("art-category", load_checkpoint(second / "last.pt"), second / "last.pt", "float32", None)
+    assert card["training"]["init_from"]["path"] == str(first), f"the model card lacks the starting point: {card}"
+
+
+def test_init_from_refuses_what_does_not_fit(tmp_path, same_data):
+    first = run_train(tmp_path, same_data, "first", "--epochs", "1") / "best.pt"
+    dev_split = load_checkpoint(first)["training"]["dev_split"]
+    with pytest.raises(SystemExit, match="labels"):
+        weights.load_init(ArtVGG(3, "tiny_vgg"), str(first), ["a", "b", "c"], dev_split, str(same_data))
+    with pytest.raises(SystemExit, match="dev split"):
+        weights.load_init(ArtVGG(3, "tiny_vgg"), str(first), CLASSES, "another split", str(same_data))
+    with pytest.raises(SystemExit, match="trained on"):
+        weights.load_init(ArtVGG(3, "tiny_vgg"), str(first), CLASSES, dev_split, str(tmp_path))
+    with pytest.raises(SystemExit, match="not an artserve checkpoint"):
+        torch.save({"state_dict": {}}, tmp_path / "other.pt")
+        weights.load_init(ArtVGG(3, "tiny_vgg"), str(tmp_path / "other.pt"), CLASSES, dev_split, str(same_data))
+    with pytest.raises(SystemExit, match="cannot be combined"):
+        run_train(tmp_path, same_data, "both", "--init-from", str(first), "--pretrained", str(first))
