@@ -210,9 +210,54 @@ def drive(url: str, images: list[Path], clients: int, seconds: float) -> dict:
     return summarise(*closed_loop(url, images, clients, seconds))
 
 
-def measure(url: str, images: list[Path], args: argparse.Namespace) -> dict:
+def cpu_seconds(roots: dict[str, int]) -> dict:
+    """CPU seconds (user + system) so far: this process (the load generator's threads) as ``client``; each process
+    in the tree under each of ``roots`` (role -> pid): TorchServe's ``java`` as ``frontend``, its Python model
+    workers as ``worker``, the rest under the root's role; and the whole machine's busy and idle time."""
+    own = psutil.Process().cpu_times()
+    by_pid: dict[int, tuple[str, float]] = {os.getpid(): ("client", own.user + own.system)}
+    for role, pid in roots.items():
+        try:
+            root = psutil.Process(pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for proc in tree:
+            try:
+                times, name, command = proc.cpu_times(), proc.name(), " ".join(proc.cmdline())
+            except psutil.NoSuchProcess:
+                continue
+            kind = "frontend" if name == "java" else "worker" if "model_service_worker" in command else role
+            by_pid[proc.pid] = (kind, times.user + times.system)
+    machine = psutil.cpu_times()
+    idle = machine.idle + getattr(machine, "iowait", 0.0)
+    return {"processes": by_pid, "busy": sum(machine) - idle, "idle": idle}
+
+
+def cpu_shares(before: dict, after: dict) -> dict:
+    """Where the machine's CPU went between two :func:`cpu_seconds`, as shares of all cores' time: per role,
+    ``other`` (every process outside the measured ones) and ``idle``. A process that started in between counts
+    from zero."""
+    total = (after["busy"] + after["idle"]) - (before["busy"] + before["idle"])
+    if total <= 0:
+        return {}
+    shares: dict[str, float] = {}
+    for pid, (role, seconds) in after["processes"].items():
+        start = before["processes"].get(pid, (role, 0.0))[1]
+        shares[role] = shares.get(role, 0.0) + max(0.0, seconds - start) / total
+    busy = (after["busy"] - before["busy"]) / total
+    shares["other"] = max(0.0, busy - sum(shares.values()))
+    shares["idle"] = (after["idle"] - before["idle"]) / total
+    return {k: round(v, 3) for k, v in shares.items()}
+
+
+def measure(url: str, images: list[Path], args: argparse.Namespace, server: dict[str, int] | None = None) -> dict:
+    """Warm up, then measure; ``server`` (role -> pid) adds where the CPU went while measuring (``cpu``)."""
     drive(url, images, args.clients, args.warmup)
-    return drive(url, images, args.clients, args.duration)
+    before = cpu_seconds(server or {})
+    result = drive(url, images, args.clients, args.duration)
+    result["cpu"] = cpu_shares(before, cpu_seconds(server or {}))
+    return result
 
 
 def write_model_config(path: Path, config: ServeConfig) -> Path:
@@ -234,7 +279,7 @@ def run_served(checkpoint: Path, precision: str, config: ServeConfig, images: li
     server = start_server(mar, folder / "run", Ports.free(), bind="127.0.0.1", env=env)
     try:
         server.wait_ready(300)
-        return measure(server.predict_url, images, args)
+        return measure(server.predict_url, images, args, {"launcher": server.pid})
     finally:
         server.stop()
 
@@ -256,7 +301,7 @@ def run_naive(checkpoint: Path, precision: str, images: list[Path], args) -> dic
                 if proc.poll() is not None:
                     raise RuntimeError(f"naive server exited with {proc.returncode}") from None
                 time.sleep(0.5)
-        return measure(f"{url}/predictions/{MODEL_NAME}", images, args)
+        return measure(f"{url}/predictions/{MODEL_NAME}", images, args, {"server": proc.pid})
     finally:
         proc.terminate()
         proc.wait(30)
@@ -342,6 +387,11 @@ def table(paths: dict[str, dict], ab: dict | None) -> str:
             f"{path['speedup_vs_baseline']:.2f}x the baseline, efficiency {path['efficiency']:.2f}, "
             f"{path['vs_naive']:.2f}x naive"
         )
+    rows += ["", "Where the CPU went while measuring (shares of all cores' time; `other` = every other process):", ""]
+    for path in paths.values():
+        for r in [*path["configs"], path["naive"]]:
+            cpu = ", ".join(f"{role} {share:.2f}" for role, share in r.get("cpu", {}).items())
+            rows.append(f"- {r['name']}: {cpu or 'not measured'}")
     if ab:
         rows.append(
             f"- ab -k -c {ab['concurrency']} -n {ab['requests']} ({ab['precision']}, checked-in configuration): "
