@@ -11,6 +11,7 @@ training images are decoded the same way once, kept in memory and augmented ther
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -199,6 +200,12 @@ def read_labelled_csv(
     record = {"file": str(path), "rows": len(rows), "added": len(samples), "already_in_train": skipped,
               "dropped_in_dev_or_val": dropped, "not_curator": not_curator}  # fmt: skip
     return samples, record
+
+
+def samples_digest(samples: Sequence[Sample], classes: Sequence[str]) -> str:
+    """sha256 of the sorted ``class/file name`` list: the same images wherever the data folder lies."""
+    names = sorted(f"{classes[t]}/{Path(p).name}" for p, t in samples)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
 
 def class_counts(samples: list[Sample], classes: Sequence[str]) -> dict[str, int]:

@@ -61,13 +61,14 @@ def freeze_blocks(model: ArtVGG, n: int) -> list[nn.Module]:
     return blocks[:n]
 
 
-def load_init(model: ArtVGG, path: str, labels: list[str], dev_split: str, data: str) -> dict:
+def load_init(model: ArtVGG, path: str, labels: list[str], dev: dict) -> dict:
     """Start ``model`` from a whole artserve checkpoint (a run's ``best.pt`` or an exported model), head included.
 
     For fine-tuning a trained model further (another resolution, a teacher, curators' labels) instead of starting
-    from scratch. The checkpoint must have this run's architecture and labels, and, when it records one, the same
-    data folder and dev split: a checkpoint that trained on this run's dev images would make the dev figures that
-    pick the epoch optimistic. Returns what the record and the model card keep about it.
+    from scratch. The checkpoint must have this run's architecture and labels and must have held out the same dev
+    images (``dev``: this run's ``split`` description, ``sha256`` of its file list and class ``counts``; compared
+    with what the checkpoint's record has): a model that trained on this run's dev images would make the dev
+    figures that pick the epoch optimistic. Returns what the record and the model card keep about it.
     """
     try:
         ckpt = load_checkpoint(path)
@@ -79,15 +80,19 @@ def load_init(model: ArtVGG, path: str, labels: list[str], dev_split: str, data:
             f"this run is {model.arch} with {list(labels)}"
         )
     training = ckpt.get("training") or {}
-    earlier_dev = training.get("dev_split")
-    earlier_data = training.get("data")
-    if earlier_dev is not None and earlier_dev != dev_split:
-        raise SystemExit(
-            f"--init-from {path} was trained with the dev split '{earlier_dev}', this run holds out '{dev_split}': "
-            "its training images may be this run's dev images; use the same --dev-fraction and --seed"
+    if "dev_sha256" in training:  # the file list itself
+        same = training["dev_sha256"] == dev["sha256"]
+    else:  # records written before the digest existed: the split's description and its class counts
+        same = (
+            training.get("dev_split") == dev["split"]
+            and (training.get("class_counts") or {}).get("dev") == dev["counts"]
         )
-    if earlier_data is not None and Path(earlier_data).resolve() != Path(data).resolve():
-        raise SystemExit(f"--init-from {path} was trained on {earlier_data}, this run on {Path(data).resolve()}")
+    if not same:
+        raise SystemExit(
+            f"--init-from {path} held out other dev images than this run ({training.get('dev_split')!r}, "
+            f"{(training.get('class_counts') or {}).get('dev')} against {dev['split']!r}, {dev['counts']}): it may "
+            "have trained on this run's dev images; use the same data, --dev-fraction and --seed"
+        )
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     model.load_state_dict(state, strict=True)
     return {

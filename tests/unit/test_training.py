@@ -219,13 +219,17 @@ def test_curator_csv_images_join_the_training_split_only(tmp_path):
         run_train(tmp_path, data, "run2", "--epochs", "1", "--extra-train", str(corrections))
 
 
+def dev_of(ckpt: dict) -> dict:
+    record = ckpt["training"]
+    return {"split": record["dev_split"], "sha256": record["dev_sha256"], "counts": record["class_counts"]["dev"]}
+
+
 def test_init_from_starts_from_the_whole_model_and_records_it(tmp_path, same_data):
     first = run_train(tmp_path, same_data, "first", "--epochs", "2") / "best.pt"
     ckpt = load_checkpoint(first)
-    dev_split = ckpt["training"]["dev_split"]
 
     model = ArtVGG(len(CLASSES), "tiny_vgg")
-    info = weights.load_init(model, str(first), CLASSES, dev_split, str(same_data))
+    info = weights.load_init(model, str(first), CLASSES, dev_of(ckpt))
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, ckpt["state_dict"][name].to(tensor.dtype)), f"{name} was not loaded"
     assert info["sha256"] == sha256_file(first) and info["epoch"] == ckpt["training"]["epoch"], info
@@ -240,15 +244,20 @@ def test_init_from_starts_from_the_whole_model_and_records_it(tmp_path, same_dat
 
 def test_init_from_refuses_what_does_not_fit(tmp_path, same_data):
     first = run_train(tmp_path, same_data, "first", "--epochs", "1") / "best.pt"
-    dev_split = load_checkpoint(first)["training"]["dev_split"]
+    ckpt = load_checkpoint(first)
+    dev = dev_of(ckpt)
     with pytest.raises(SystemExit, match="labels"):
-        weights.load_init(ArtVGG(3, "tiny_vgg"), str(first), ["a", "b", "c"], dev_split, str(same_data))
-    with pytest.raises(SystemExit, match="dev split"):
-        weights.load_init(ArtVGG(3, "tiny_vgg"), str(first), CLASSES, "another split", str(same_data))
-    with pytest.raises(SystemExit, match="trained on"):
-        weights.load_init(ArtVGG(3, "tiny_vgg"), str(first), CLASSES, dev_split, str(tmp_path))
+        weights.load_init(ArtVGG(3, "tiny_vgg"), str(first), ["a", "b", "c"], dev)
+    with pytest.raises(SystemExit, match="other dev images"):
+        weights.load_init(ArtVGG(3, "tiny_vgg"), str(first), CLASSES, dev | {"sha256": "0" * 64})
+    # a record from before the file digest: the split's description and class counts decide
+    del ckpt["training"]["dev_sha256"]
+    torch.save(ckpt, tmp_path / "legacy.pt")
+    weights.load_init(ArtVGG(3, "tiny_vgg"), str(tmp_path / "legacy.pt"), CLASSES, dev | {"sha256": "0" * 64})
+    with pytest.raises(SystemExit, match="other dev images"):
+        weights.load_init(ArtVGG(3, "tiny_vgg"), str(tmp_path / "legacy.pt"), CLASSES, dev | {"split": "another"})
     with pytest.raises(SystemExit, match="not an artserve checkpoint"):
         torch.save({"state_dict": {}}, tmp_path / "other.pt")
-        weights.load_init(ArtVGG(3, "tiny_vgg"), str(tmp_path / "other.pt"), CLASSES, dev_split, str(same_data))
+        weights.load_init(ArtVGG(3, "tiny_vgg"), str(tmp_path / "other.pt"), CLASSES, dev)
     with pytest.raises(SystemExit, match="cannot be combined"):
         run_train(tmp_path, same_data, "both", "--init-from", str(first), "--pretrained", str(first))
