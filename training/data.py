@@ -202,10 +202,11 @@ def read_labelled_csv(
     return samples, record
 
 
-def samples_digest(samples: Sequence[Sample], classes: Sequence[str]) -> str:
-    """sha256 of the sorted ``class/file name`` list: the same images wherever the data folder lies."""
-    names = sorted(f"{classes[t]}/{Path(p).name}" for p, t in samples)
-    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+def content_digests(samples: Sequence[Sample]) -> list[str]:
+    """Sorted sha256 prefixes (16 hex digits) of the samples' file bytes: the images themselves, whatever their
+    names or folders. A training record keeps those of its training images, so that a later run can check that
+    a model it starts from never trained on its dev or validation images."""
+    return sorted(hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] for p, _ in samples)
 
 
 def class_counts(samples: list[Sample], classes: Sequence[str]) -> dict[str, int]:

@@ -40,7 +40,7 @@ from handlers.precision import native_autocast_dtype
 from handlers.preprocessing import PreprocessConfig, normalize
 from training import options, runlog, schedule
 from training.cache import ImageCache, ViewConfig, epoch_order, step_generator, view_batch
-from training.data import class_counts, find_splits, read_labelled_csv, samples_digest, split_dev
+from training.data import class_counts, content_digests, find_splits, read_labelled_csv, split_dev
 from training.distill import distillation_loss
 from training.evaluate import compute_metrics, default_workers, eval_loader, predict
 from training.schedule import size_at
@@ -111,6 +111,7 @@ class Trainer:
             added, record = read_labelled_csv(csv_path, self.splits.classes, self.dev + self.splits.val, self.train)
             self.train += added
             self.extra_train.append(record)
+        self.train_digests = content_digests(self.train)  # for a later --init-from from this run
         self.cfg = PreprocessConfig(resize=args.resize, crop=args.image_size)
         self.model = ArtVGG(len(self.splits.classes), args.arch)
         self.pretrained = load_pretrained(self.model, args.pretrained)
@@ -118,12 +119,9 @@ class Trainer:
         if args.init_from:
             if args.pretrained != "none":
                 raise SystemExit("--init-from loads the whole model; it cannot be combined with --pretrained")
-            dev = {
-                "split": self.dev_source,
-                "sha256": samples_digest(self.dev, self.splits.classes),
-                "counts": class_counts(self.dev, self.splits.classes),
-            }
-            self.init_from = load_init(self.model, args.init_from, self.splits.classes, dev)
+            dev = {"split": self.dev_source, "counts": class_counts(self.dev, self.splits.classes)}
+            held_out = set(content_digests(self.dev + self.splits.val))
+            self.init_from = load_init(self.model, args.init_from, self.splits.classes, held_out, dev)
             self.pretrained = f"init-from {args.init_from} (whole model, after its epoch {self.init_from['epoch']})"
         if args.freeze_blocks and args.pretrained == "none" and not args.init_from:
             raise SystemExit("--freeze-blocks with --pretrained none would freeze random weights; load weights first")
@@ -160,7 +158,6 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "best_dev": {k: best.get(k) for k in ("dev_acc", "dev_macro_f1", "dev_weighted_f1", "dev_loss")},
             "dev_split": self.dev_source,
-            "dev_sha256": samples_digest(self.dev, self.splits.classes),
             "data": str(Path(self.args.data).resolve()),
             "split": self.splits.source,
             "class_counts": {
@@ -169,6 +166,7 @@ class Trainer:
                 "val": class_counts(self.splits.val, self.splits.classes),
             },
             "extra_train": self.extra_train,
+            "train_images_sha256_16": self.train_digests,
             "pretrained": self.pretrained,
             "init_from": self.init_from,
             "teacher": self.args.teacher,

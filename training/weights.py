@@ -61,14 +61,16 @@ def freeze_blocks(model: ArtVGG, n: int) -> list[nn.Module]:
     return blocks[:n]
 
 
-def load_init(model: ArtVGG, path: str, labels: list[str], dev: dict) -> dict:
+def load_init(model: ArtVGG, path: str, labels: list[str], held_out: set[str], dev: dict) -> dict:
     """Start ``model`` from a whole artserve checkpoint (a run's ``best.pt`` or an exported model), head included.
 
-    For fine-tuning a trained model further (another resolution, a teacher, curators' labels) instead of starting
-    from scratch. The checkpoint must have this run's architecture and labels and must have held out the same dev
-    images (``dev``: this run's ``split`` description, ``sha256`` of its file list and class ``counts``; compared
-    with what the checkpoint's record has): a model that trained on this run's dev images would make the dev
-    figures that pick the epoch optimistic. Returns what the record and the model card keep about it.
+    For fine-tuning a trained model further (another input size, a teacher, curators' labels, another collection
+    with the same labels) instead of starting from scratch. The checkpoint must have this run's architecture and
+    labels, and must not have trained on any image this run holds out (``held_out``: content digests of its dev
+    and validation images, against the record's ``train_images_sha256_16``), or the dev figures that pick the
+    epoch and the validation figures would be optimistic. Records written before those digests existed pass only
+    when they held out the same dev split (``dev``: its description and class counts). Returns what the record
+    and the model card keep about the checkpoint.
     """
     try:
         ckpt = load_checkpoint(path)
@@ -80,19 +82,22 @@ def load_init(model: ArtVGG, path: str, labels: list[str], dev: dict) -> dict:
             f"this run is {model.arch} with {list(labels)}"
         )
     training = ckpt.get("training") or {}
-    if "dev_sha256" in training:  # the file list itself
-        same = training["dev_sha256"] == dev["sha256"]
-    else:  # records written before the digest existed: the split's description and its class counts
-        same = (
-            training.get("dev_split") == dev["split"]
-            and (training.get("class_counts") or {}).get("dev") == dev["counts"]
-        )
-    if not same:
-        raise SystemExit(
-            f"--init-from {path} held out other dev images than this run ({training.get('dev_split')!r}, "
-            f"{(training.get('class_counts') or {}).get('dev')} against {dev['split']!r}, {dev['counts']}): it may "
-            "have trained on this run's dev images; use the same data, --dev-fraction and --seed"
-        )
+    if "train_images_sha256_16" in training:
+        seen = held_out & set(training["train_images_sha256_16"])
+        if seen:
+            raise SystemExit(
+                f"--init-from {path} trained on {len(seen)} of this run's dev or validation images (same file "
+                "contents): its dev and validation figures would be optimistic; hold out other images or start "
+                "from a model that never saw them"
+            )
+    else:  # an older record: the same dev split (description and class counts), and val is a separate folder
+        counts = (training.get("class_counts") or {}).get("dev")
+        if training.get("dev_split") != dev["split"] or counts != dev["counts"]:
+            raise SystemExit(
+                f"--init-from {path} does not list its training images and held out other dev images "
+                f"({training.get('dev_split')!r}, {counts} against {dev['split']!r}, {dev['counts']}): it may have "
+                "trained on this run's dev images; use the same data, --dev-fraction and --seed"
+            )
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     model.load_state_dict(state, strict=True)
     return {

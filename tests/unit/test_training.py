@@ -219,45 +219,54 @@ def test_curator_csv_images_join_the_training_split_only(tmp_path):
         run_train(tmp_path, data, "run2", "--epochs", "1", "--extra-train", str(corrections))
 
 
-def dev_of(ckpt: dict) -> dict:
-    record = ckpt["training"]
-    return {"split": record["dev_split"], "sha256": record["dev_sha256"], "counts": record["class_counts"]["dev"]}
+@pytest.fixture(scope="module")
+def distinct_data(tmp_path_factory):
+    """Four training images per class and two other validation images per class."""
+    return make_train_val(tmp_path_factory.mktemp("distinct"), CLASSES, per_class=4)
 
 
-def test_init_from_starts_from_the_whole_model_and_records_it(tmp_path, same_data):
-    first = run_train(tmp_path, same_data, "first", "--epochs", "2") / "best.pt"
+def test_init_from_starts_from_the_whole_model_and_records_it(tmp_path, distinct_data, same_data):
+    first = run_train(tmp_path, distinct_data, "first", "--epochs", "2") / "best.pt"
     ckpt = load_checkpoint(first)
+    record = ckpt["training"]
+    train_files = sorted((distinct_data / "train").rglob("*.jpg"))
+    assert len(record["train_images_sha256_16"]) == len(train_files), "the record must list every training image"
 
     model = ArtVGG(len(CLASSES), "tiny_vgg")
-    info = weights.load_init(model, str(first), CLASSES, dev_of(ckpt))
+    info = weights.load_init(model, str(first), CLASSES, set(), {})
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, ckpt["state_dict"][name].to(tensor.dtype)), f"{name} was not loaded"
-    assert info["sha256"] == sha256_file(first) and info["epoch"] == ckpt["training"]["epoch"], info
+    assert info["sha256"] == sha256_file(first) and info["epoch"] == record["epoch"], info
 
-    second = run_train(tmp_path, same_data, "second", "--epochs", "1", "--init-from", str(first))
+    second = run_train(tmp_path, distinct_data, "second", "--epochs", "1", "--init-from", str(first))
     record = load_checkpoint(second / "last.pt")["training"]
     assert record["init_from"]["sha256"] == sha256_file(first), f"the record lacks the starting point: {record}"
     assert record["pretrained"].startswith(f"init-from {first}"), record["pretrained"]
     card = export.make_card("art-category", load_checkpoint(second / "last.pt"), second / "last.pt", "float32", None)
     assert card["training"]["init_from"]["path"] == str(first), f"the model card lacks the starting point: {card}"
 
+    # same_data's validation images are byte copies of distinct_data's training images: the first model saw them
+    with pytest.raises(SystemExit, match="trained on 12 of this run's dev or validation images"):
+        run_train(tmp_path, same_data, "leaky", "--epochs", "1", "--init-from", str(first))
 
-def test_init_from_refuses_what_does_not_fit(tmp_path, same_data):
-    first = run_train(tmp_path, same_data, "first", "--epochs", "1") / "best.pt"
+
+def test_init_from_refuses_what_does_not_fit(tmp_path, distinct_data):
+    first = run_train(tmp_path, distinct_data, "first", "--epochs", "1") / "best.pt"
     ckpt = load_checkpoint(first)
-    dev = dev_of(ckpt)
+    record = ckpt["training"]
+    dev = {"split": record["dev_split"], "counts": record["class_counts"]["dev"]}
     with pytest.raises(SystemExit, match="labels"):
-        weights.load_init(ArtVGG(3, "tiny_vgg"), str(first), ["a", "b", "c"], dev)
-    with pytest.raises(SystemExit, match="other dev images"):
-        weights.load_init(ArtVGG(3, "tiny_vgg"), str(first), CLASSES, dev | {"sha256": "0" * 64})
-    # a record from before the file digest: the split's description and class counts decide
-    del ckpt["training"]["dev_sha256"]
+        weights.load_init(ArtVGG(3, "tiny_vgg"), str(first), ["a", "b", "c"], set(), dev)
+    with pytest.raises(SystemExit, match="trained on 1 of"):
+        weights.load_init(ArtVGG(3, "tiny_vgg"), str(first), CLASSES, {record["train_images_sha256_16"][0]}, dev)
+    # a record from before the image digests: only the same dev split (description and class counts) passes
+    del ckpt["training"]["train_images_sha256_16"]
     torch.save(ckpt, tmp_path / "legacy.pt")
-    weights.load_init(ArtVGG(3, "tiny_vgg"), str(tmp_path / "legacy.pt"), CLASSES, dev | {"sha256": "0" * 64})
-    with pytest.raises(SystemExit, match="other dev images"):
-        weights.load_init(ArtVGG(3, "tiny_vgg"), str(tmp_path / "legacy.pt"), CLASSES, dev | {"split": "another"})
+    weights.load_init(ArtVGG(3, "tiny_vgg"), str(tmp_path / "legacy.pt"), CLASSES, set(), dev)
+    with pytest.raises(SystemExit, match="held out other dev images"):
+        weights.load_init(ArtVGG(3, "tiny_vgg"), str(tmp_path / "legacy.pt"), CLASSES, set(), dev | {"split": "x"})
     with pytest.raises(SystemExit, match="not an artserve checkpoint"):
         torch.save({"state_dict": {}}, tmp_path / "other.pt")
-        weights.load_init(ArtVGG(3, "tiny_vgg"), str(tmp_path / "other.pt"), CLASSES, dev)
+        weights.load_init(ArtVGG(3, "tiny_vgg"), str(tmp_path / "other.pt"), CLASSES, set(), dev)
     with pytest.raises(SystemExit, match="cannot be combined"):
-        run_train(tmp_path, same_data, "both", "--init-from", str(first), "--pretrained", str(first))
+        run_train(tmp_path, distinct_data, "both", "--init-from", str(first), "--pretrained", str(first))
