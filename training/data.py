@@ -202,6 +202,37 @@ def read_labelled_csv(
     return samples, record
 
 
+@dataclass
+class RunSplits:
+    """A training run's images: the folder's splits, the training images (curators' extras included), the dev
+    images that pick the epoch, how dev was made, and what each ``--extra-train`` file added."""
+
+    splits: Splits
+    train: list[Sample]
+    dev: list[Sample]
+    dev_source: str
+    extra_train: list[dict]
+
+
+def run_splits(args) -> RunSplits:
+    """The images of a run with ``args`` (``data``, ``val_fraction``, ``seed``, ``limit_per_class``,
+    ``dev_fraction``, ``extra_train``): the same lists whenever the same arguments meet the same files."""
+    splits = find_splits(args.data, args.val_fraction, args.seed, args.limit_per_class)
+    train, dev = split_dev(splits.train, args.dev_fraction, args.seed)
+    dev_source = (
+        f"{args.dev_fraction:g} of the training split, stratified (seed {args.seed})"
+        if dev
+        else f"the validation split ({splits.source}); it also picks the epoch"
+    )
+    dev = dev or splits.val
+    extra_train = []
+    for csv_path in args.extra_train:
+        added, record = read_labelled_csv(csv_path, splits.classes, dev + splits.val, train)
+        train += added
+        extra_train.append(record)
+    return RunSplits(splits, train, dev, dev_source, extra_train)
+
+
 def content_digests(samples: Sequence[Sample]) -> list[str]:
     """Sorted sha256 prefixes (16 hex digits) of the samples' file bytes: the images themselves, whatever their
     names or folders. A training record keeps those of its training images, so that a later run can check that

@@ -25,7 +25,7 @@ from handlers import MODEL_NAME
 from handlers.card import default_card_path, sha256_file
 from handlers.classifier import ArtClassifier
 from handlers.model import build_model, load_checkpoint, save_checkpoint
-from training.data import find_splits
+from training.data import class_counts, content_digests, find_splits, run_splits
 from training.evaluate import compute_metrics, default_device, default_workers, eval_loader, predict_batches
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -134,6 +134,31 @@ def make_card(
     return card
 
 
+def with_training_images(record: dict) -> dict:
+    """``record`` with ``train_images_sha256_16`` (what ``--init-from`` checks held-out images against). Records
+    of runs older than that list get it derived from their arguments, when the data are here and give exactly the
+    recorded class counts; otherwise the record is returned as it is, and the reason printed."""
+    if "train_images_sha256_16" in record:
+        return record
+    args = record.get("args") or {}
+    keys = ("data", "val_fraction", "seed", "limit_per_class", "dev_fraction", "extra_train")
+    try:
+        run = run_splits(argparse.Namespace(**{k: args[k] for k in keys}))
+    except (KeyError, ValueError, OSError) as e:
+        print(f"note: the record does not list its training images and they cannot be derived ({e!r})")
+        return record
+    recorded = record.get("class_counts") or {}
+    derived = {
+        name: class_counts(samples, run.splits.classes) for name, samples in (("train", run.train), ("dev", run.dev))
+    }
+    if any(recorded.get(name) != counts for name, counts in derived.items()):
+        print(
+            f"note: the data no longer give the recorded splits ({derived} vs {recorded}): training images not listed"
+        )
+        return record
+    return record | {"train_images_sha256_16": content_digests(run.train)}
+
+
 def export(
     run_dir: str | Path,
     output: str | Path,
@@ -153,7 +178,8 @@ def export(
     model, labels, cfg = build_model(ckpt)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(output, model, labels, cfg, DTYPES[dtype], extra={"training": ckpt["training"]})
+    record = with_training_images(ckpt["training"])
+    save_checkpoint(output, model, labels, cfg, DTYPES[dtype], extra={"training": record})
     comparison = None
     if evaluate:
         comparison = validation_comparison(

@@ -40,7 +40,7 @@ from handlers.precision import native_autocast_dtype
 from handlers.preprocessing import PreprocessConfig, normalize
 from training import options, runlog, schedule
 from training.cache import ImageCache, ViewConfig, epoch_order, step_generator, view_batch
-from training.data import class_counts, content_digests, find_splits, read_labelled_csv, split_dev
+from training.data import class_counts, content_digests, run_splits
 from training.distill import distillation_loss
 from training.evaluate import compute_metrics, default_workers, eval_loader, predict
 from training.schedule import size_at
@@ -98,19 +98,9 @@ class Trainer:
         if args.workers is None:
             args.workers = default_workers(self.device)
         torch.manual_seed(args.seed)
-        self.splits = find_splits(args.data, args.val_fraction, args.seed, args.limit_per_class)
-        self.train, self.dev = split_dev(self.splits.train, args.dev_fraction, args.seed)
-        self.dev_source = (
-            f"{args.dev_fraction:g} of the training split, stratified (seed {args.seed})"
-            if self.dev
-            else f"the validation split ({self.splits.source}); it also picks the epoch"
-        )
-        self.dev = self.dev or self.splits.val
-        self.extra_train = []
-        for csv_path in args.extra_train:
-            added, record = read_labelled_csv(csv_path, self.splits.classes, self.dev + self.splits.val, self.train)
-            self.train += added
-            self.extra_train.append(record)
+        run = run_splits(args)
+        self.splits, self.train, self.dev, self.dev_source = run.splits, run.train, run.dev, run.dev_source
+        self.extra_train = run.extra_train
         self.train_digests = content_digests(self.train)  # for a later --init-from from this run
         self.cfg = PreprocessConfig(resize=args.resize, crop=args.image_size)
         self.model = ArtVGG(len(self.splits.classes), args.arch)

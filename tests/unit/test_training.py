@@ -260,8 +260,17 @@ def test_init_from_refuses_what_does_not_fit(tmp_path, distinct_data):
     with pytest.raises(SystemExit, match="trained on 1 of"):
         weights.load_init(ArtVGG(3, "tiny_vgg"), str(first), CLASSES, {record["train_images_sha256_16"][0]}, dev)
     # a record from before the image digests: only the same dev split (description and class counts) passes
-    del ckpt["training"]["train_images_sha256_16"]
+    digests = record.pop("train_images_sha256_16")
     torch.save(ckpt, tmp_path / "legacy.pt")
+    # ... and export derives the list for it while the data still give the recorded splits
+    (tmp_path / "legacy-run").mkdir()
+    torch.save(ckpt, tmp_path / "legacy-run" / "best.pt")
+    out, _ = export.export(tmp_path / "legacy-run", tmp_path / "exported.pt", evaluate=False)
+    assert load_checkpoint(out)["training"].get("train_images_sha256_16") == digests, "export did not derive the list"
+    record["class_counts"]["train"] = dict.fromkeys(CLASSES, 9)
+    torch.save(ckpt, tmp_path / "legacy-run" / "best.pt")
+    out, _ = export.export(tmp_path / "legacy-run", tmp_path / "exported.pt", evaluate=False)
+    assert "train_images_sha256_16" not in load_checkpoint(out)["training"], "a list for other data was made up"
     weights.load_init(ArtVGG(3, "tiny_vgg"), str(tmp_path / "legacy.pt"), CLASSES, set(), dev)
     with pytest.raises(SystemExit, match="held out other dev images"):
         weights.load_init(ArtVGG(3, "tiny_vgg"), str(tmp_path / "legacy.pt"), CLASSES, set(), dev | {"split": "x"})
