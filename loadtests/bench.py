@@ -213,7 +213,8 @@ def drive(url: str, images: list[Path], clients: int, seconds: float) -> dict:
 def cpu_seconds(roots: dict[str, int]) -> dict:
     """CPU seconds (user + system) so far: this process (the load generator's threads) as ``client``; each process
     in the tree under each of ``roots`` (role -> pid): TorchServe's ``java`` as ``frontend``, its Python model
-    workers as ``worker``, the rest under the root's role; and the whole machine's busy and idle time."""
+    workers as ``worker``, the rest (its launcher script, the system-metrics collector it starts every minute)
+    under the root's role; and the whole machine's busy and idle time."""
     own = psutil.Process().cpu_times()
     by_pid: dict[int, tuple[str, float]] = {os.getpid(): ("client", own.user + own.system)}
     for role, pid in roots.items():
@@ -279,7 +280,7 @@ def run_served(checkpoint: Path, precision: str, config: ServeConfig, images: li
     server = start_server(mar, folder / "run", Ports.free(), bind="127.0.0.1", env=env)
     try:
         server.wait_ready(300)
-        return measure(server.predict_url, images, args, {"launcher": server.pid})
+        return measure(server.predict_url, images, args, {"torchserve_other": server.pid})
     finally:
         server.stop()
 
