@@ -8,15 +8,21 @@ import time
 
 from loadtests.bench import cpu_seconds, cpu_shares
 
-BURN = "import time\nend = time.process_time() + 0.6\nwhile time.process_time() < end: pass\ntime.sleep(30)"
+# Burns 0.6 s of CPU once told to (a line on stdin), then sleeps.
+BURN = (
+    "import sys, time\nsys.stdin.readline()\nend = time.process_time() + 0.6\n"
+    "while time.process_time() < end: pass\ntime.sleep(30)"
+)
 
 
 def test_cpu_shares_credit_a_busy_server_and_add_up():
-    busy = subprocess.Popen([sys.executable, "-c", BURN])
+    busy = subprocess.Popen([sys.executable, "-c", BURN], stdin=subprocess.PIPE, text=True)
     idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        time.sleep(0.3)  # both started; the interpreters' start-up is before the first snapshot
+        time.sleep(0.5)  # both started; the interpreters' start-up is before the first snapshot
         before = cpu_seconds({"server": busy.pid, "sleeper": idle.pid})
+        busy.stdin.write("go\n")
+        busy.stdin.flush()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # until the burner has used its 0.6 s of CPU (a busy machine is slower)
             time.sleep(0.2)
