@@ -275,7 +275,8 @@ def run_served(checkpoint: Path, precision: str, config: ServeConfig, images: li
     folder.mkdir()
     model_config = write_model_config(folder / "model-config.yaml", config)
     mar = build_archive(checkpoint, folder / "store", model_config=model_config)
-    env = thread_env(max(1, args.threads // config.workers))  # the same cores, split between the workers
+    # the same cores, split between the workers, unless --worker-threads oversubscribes them on purpose
+    env = thread_env(args.worker_threads or max(1, args.threads // config.workers))
     env["ARTSERVE_PRECISION"] = precision
     server = start_server(mar, folder / "run", Ports.free(), bind="127.0.0.1", env=env)
     try:
@@ -440,6 +441,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=os.cpu_count(),
         help="torch threads: in-process, naive server, and split between TorchServe workers (default: cores)",
     )
+    p.add_argument(
+        "--worker-threads",
+        type=int,
+        default=0,
+        help="torch threads of each TorchServe worker; 0 = --threads split between the workers (default: 0)",
+    )
     p.add_argument("--arch", default="vgg16_bn", help="model preset (default: %(default)s)")
     p.add_argument("--images", default=str(DATA_DIR / "val"), help="JPEG folder (default: %(default)s)")
     p.add_argument("--max-images", type=int, default=64, help="images cycled through (default: %(default)s)")
@@ -539,6 +546,7 @@ def main(args: argparse.Namespace) -> dict:
         "efficiency_definition": "best served img/s over the ceiling at its effective batch, min(batchSize, clients)",
         "clients": args.clients,
         "torch_threads": args.threads,
+        "worker_threads": args.worker_threads or "threads split between the workers",
         "seconds_per_config": {"warmup": args.warmup, "measured": args.duration},
         "machine": machine(),
         "wall_seconds": time.time() - started,
