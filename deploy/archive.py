@@ -33,8 +33,8 @@ MODEL_STORE = ROOT / "model_store"
 # Dynamic-batching settings a deployment may set without another model-config.yaml: flag, environment variable,
 # TorchServe key. The GPU overlay sets them on the init container (deploy/k8s/overlays/gpu).
 BATCHING = (
-    ("batch_size", "ARTSERVE_BATCH_SIZE", "batchSize"),
-    ("max_batch_delay", "ARTSERVE_MAX_BATCH_DELAY", "maxBatchDelay"),
+    ("batch_size", "ARTSERVE_BATCH_SIZE", ("batchSize",)),
+    ("max_batch_delay", "ARTSERVE_MAX_BATCH_DELAY", ("maxBatchDelay",)),
     ("workers", "ARTSERVE_WORKERS", ("minWorkers", "maxWorkers")),
 )
 
@@ -56,8 +56,13 @@ def batching_overrides(
             continue
         if value < (0 if name == "max_batch_delay" else 1):
             raise ValueError(f"{name.replace('_', '-')} {value} is out of range")
-        out.update(dict.fromkeys(keys if isinstance(keys, tuple) else (keys,), value))
+        out.update(dict.fromkeys(keys, value))
     return out
+
+
+def describe(batching: dict[str, int]) -> str:
+    """``", batchSize 8, maxBatchDelay 50"`` for a log line; empty without overrides."""
+    return "".join(f", {k} {v}" for k, v in batching.items())
 
 
 def write_model_config(source: str | Path, target: str | Path, overrides: dict) -> Path:
@@ -159,8 +164,7 @@ def get_args_parser() -> argparse.ArgumentParser:
             f"--{name.replace('_', '-')}",
             type=int,
             default=None,
-            help=f"replace the model-config's {' and '.join(keys) if isinstance(keys, tuple) else keys} "
-            f"(default: ${env}, else the file's value)",
+            help=f"replace the model-config's {' and '.join(keys)} (default: ${env}, else the file's value)",
         )
     p.add_argument("--name", default=MODEL_NAME, help="model name (default: %(default)s)")
     p.add_argument("--export-path", default=str(MODEL_STORE), help="output folder (default: %(default)s)")
@@ -175,7 +179,7 @@ def main(args: argparse.Namespace) -> None:
     mar = build_archive(
         args.checkpoint, args.export_path, args.name, args.model_card, args.model_config, batching=batching
     )
-    print(f"wrote {mar}" + "".join(f", {k} {v}" for k, v in batching.items()))
+    print(f"wrote {mar}{describe(batching)}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from deploy.archive import (
     archive_inputs,
     batching_overrides,
     build_archive,
+    describe,
     is_up_to_date,
 )
 from deploy.server import Ports, Server, start_server
@@ -80,7 +81,7 @@ def cmd_start(args: argparse.Namespace) -> None:
     if not batching and is_up_to_date(mar, archive_inputs(checkpoint, None, Path(args.model_config))):
         print(f"archive {mar} is up to date")
     else:
-        print(f"building {mar} from {checkpoint}" + "".join(f", {k} {v}" for k, v in batching.items()))
+        print(f"building {mar} from {checkpoint}{describe(batching)}")
         mar = build_archive(checkpoint, args.model_store, args.name, model_config=args.model_config, batching=batching)
     ports = Ports(args.inference_port, args.management_port, args.metrics_port)
     if ports != Ports():  # a server beside the default one: its worker and gRPC ports must move too

@@ -69,6 +69,11 @@ class ServeConfig:
     workers: int
 
     @property
+    def overrides(self) -> dict[str, int]:
+        """The model-config keys this configuration sets (``deploy.archive``'s batching overrides)."""
+        return batching_overrides(self.batch, self.delay_ms, self.workers)
+
+    @property
     def label(self) -> str:
         return f"batch {self.batch}, delay {self.delay_ms} ms, {self.workers} worker{'s' * (self.workers > 1)}"
 
@@ -262,8 +267,8 @@ def measure(url: str, images: list[Path], args: argparse.Namespace, server: dict
 
 
 def write_model_config(path: Path, config: ServeConfig) -> Path:
-    overrides = batching_overrides(config.batch, config.delay_ms, config.workers)
-    return archive.write_model_config(DEFAULT_MODEL_CONFIG, path, overrides)
+    """The checked-in model-config.yaml with ``config``'s batching, for archives not built by ``deploy.archive``."""
+    return archive.write_model_config(DEFAULT_MODEL_CONFIG, path, config.overrides)
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -273,8 +278,7 @@ def thread_env(threads: int) -> dict[str, str]:
 def run_served(checkpoint: Path, precision: str, config: ServeConfig, images: list[Path], work: Path, args) -> dict:
     folder = work / f"{precision}-b{config.batch}-d{config.delay_ms}-w{config.workers}"
     folder.mkdir()
-    model_config = write_model_config(folder / "model-config.yaml", config)
-    mar = build_archive(checkpoint, folder / "store", model_config=model_config)
+    mar = build_archive(checkpoint, folder / "store", batching=config.overrides)
     # the same cores, split between the workers, unless --worker-threads oversubscribes them on purpose
     env = thread_env(args.worker_threads or max(1, args.threads // config.workers))
     env["ARTSERVE_PRECISION"] = precision
@@ -389,17 +393,17 @@ def table(paths: dict[str, dict], ab: dict | None) -> str:
             f"{path['speedup_vs_baseline']:.2f}x the baseline, efficiency {path['efficiency']:.2f}, "
             f"{path['vs_naive']:.2f}x naive"
         )
-    rows += ["", "Where the CPU went while measuring (shares of all cores' time; `other` = every other process):", ""]
-    for path in paths.values():
-        for r in [*path["configs"], path["naive"]]:
-            cpu = ", ".join(f"{role} {share:.2f}" for role, share in r.get("cpu", {}).items())
-            rows.append(f"- {r['name']}: {cpu or 'not measured'}")
     if ab:
         rows.append(
             f"- ab -k -c {ab['concurrency']} -n {ab['requests']} ({ab['precision']}, checked-in configuration): "
             f"{ab['requests_per_second']:.1f} req/s, p50 {ab['p50_ms']} ms, p99 {ab['p99_ms']} ms, "
             f"{ab['failed']} failed, {ab['non_2xx']} non-2xx"
         )
+    rows += ["", "Where the CPU went while measuring (shares of all cores' time; `other` = every other process):", ""]
+    for path in paths.values():
+        for r in [*path["configs"], path["naive"]]:
+            cpu = ", ".join(f"{role} {share:.2f}" for role, share in r.get("cpu", {}).items())
+            rows.append(f"- {r['name']}: {cpu or 'not measured'}")
     return "\n".join(rows) + "\n"
 
 

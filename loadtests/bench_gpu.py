@@ -270,7 +270,7 @@ def main(args: argparse.Namespace) -> dict:
         config = ServeConfig(min(best["batch"], max(ints(args.concurrency))), args.delay_ms, args.workers)
         classifier = ArtClassifier.load(checkpoint, device=device, precision=best["setting"])
         env = {"ARTSERVE_PRECISION": best["setting"]}
-        art_mar = build_archive(checkpoint, work / "art", model_config=write_model_config(work / "mc.yaml", config))
+        art_mar = build_archive(checkpoint, work / "art", batching=config.overrides)
         stock_mar = stock_archive(checkpoint, config, work / "stock")
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(args.client_processes) if args.client_processes > 1 else contextlib.nullcontext() as pool:

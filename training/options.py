@@ -56,7 +56,8 @@ def get_args_parser(description: str | None = None) -> argparse.ArgumentParser:
         default=None,
         metavar="CHECKPOINT",
         help="start from a whole artserve checkpoint (a run's best.pt or an exported model, head included) of the "
-        "same arch, labels, data and dev split, to fine-tune it further; excludes --pretrained (default: none)",
+        "same arch and labels that never trained on this run's dev or validation images, to fine-tune it further; "
+        "excludes --pretrained (default: none)",
     )
     a("--freeze-blocks", type=int, default=0, help="freeze the first N convolution blocks (default: 0)")
     a("--image-size", type=int, default=224, help="crop side fed to the model (default: %(default)s)")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from handlers.card import sha256_file
-from handlers.model import IMAGENET_WEIGHTS, ArtVGG, load_checkpoint
+from handlers.model import IMAGENET_WEIGHTS, ArtVGG, build_model, load_checkpoint
 
 
 def load_pretrained(model: ArtVGG, spec: str) -> str:
@@ -98,8 +98,7 @@ def load_init(model: ArtVGG, path: str, labels: list[str], held_out: set[str], d
                 f"({training.get('dev_split')!r}, {counts} against {dev['split']!r}, {dev['counts']}): it may have "
                 "trained on this run's dev images; use the same data, --dev-fraction and --seed"
             )
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(build_model(ckpt, labels)[0].state_dict())  # float32, like every served checkpoint
     return {
         "path": str(path),
         "sha256": sha256_file(path),
