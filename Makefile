@@ -20,6 +20,7 @@ help:
 	@echo "make archive [CHECKPOINT=...] build model_store/art-category.mar"
 	@echo "make train [RUN=runs/art5 TRAIN_ARGS=...]  train (training/README.md); make export / make evaluate"
 	@echo "make teacher [TEACHER_ARGS=...]  fine-tune the EfficientNet-Lite teacher for distillation"
+	@echo "make probe [PROBE_ARGS=...]   linear probes of the teacher candidates (minutes; to choose a variant)"
 	@echo "make tag [DIR=... URL=... OUT=...]  tag a folder/CSV of images through the server, with a review report"
 	@echo "make apply CORRECTIONS=... [OUT=runs/tag]  merge the report's corrections.csv into OUT/final_tags.csv"
 	@echo "make demo [DEMO_PORT=8090 API=http://127.0.0.1:8080]  the upload page (label, top 3, Grad-CAM) for make serve"
@@ -72,7 +73,7 @@ archive: venv
 	$(PY) -m deploy.archive --checkpoint $(CHECKPOINT)
 
 # Training (training/README.md): RUN is the run directory; TRAIN_ARGS/EVAL_ARGS pass more flags.
-.PHONY: train teacher export evaluate
+.PHONY: train teacher probe export evaluate
 RUN ?= runs/art5
 train: venv
 	$(PY) -m training.train --output $(RUN) $(TRAIN_ARGS)
@@ -81,6 +82,10 @@ train: venv
 teacher: venv
 	$(PY) -m pip install -q '.[teacher]'
 	$(PY) -m training.teacher $(TEACHER_ARGS)
+
+probe: venv
+	$(PY) -m pip install -q '.[teacher]'
+	$(PY) -m training.probe $(PROBE_ARGS)
 
 export: venv
 	$(PY) -m training.export $(RUN) --output $(CHECKPOINT)

@@ -53,6 +53,7 @@ from deploy.server import Ports, free_port, start_server
 from handlers import MODEL_NAME
 from handlers.classifier import ArtClassifier
 from loadtests.harness import random_checkpoint
+from loadtests.metrics import scrape_counters
 from tagging.client import Client, is_prediction
 from training import DATA_DIR
 
@@ -257,12 +258,55 @@ def cpu_shares(before: dict, after: dict) -> dict:
     return {k: round(v, 3) for k, v in shares.items()}
 
 
-def measure(url: str, images: list[Path], args: argparse.Namespace, server: dict[str, int] | None = None) -> dict:
-    """Warm up, then measure; ``server`` (role -> pid) adds where the CPU went while measuring (``cpu``)."""
+# The handler's own counters (handlers/art_handler.py): milliseconds in handle() and in its decode step, batches.
+WORKER_COUNTERS = ("ArtserveHandlerMs", "ArtservePreprocessMs", "ArtserveBatches", "ArtserveImages")
+
+
+def worker_time(before: dict[str, float], after: dict[str, float], seconds: float, workers: int) -> dict:
+    """Where TorchServe's workers spent the window, as shares of ``seconds`` x ``workers``: ``in_handler`` (all
+    of handle()), split into ``decode`` (checks, JPEG decode, crop and resize) and ``predict`` (normalise, forward
+    pass, softmax, answers); ``outside_handler`` is the rest: the worker waiting for its next batch, reading it
+    and writing the answers (TorchServe's own IPC). Empty when no batch was counted."""
+    delta = {name: after[name] - before[name] for name in WORKER_COUNTERS}
+    if delta["ArtserveBatches"] <= 0 or seconds <= 0:
+        return {}
+    window_ms = seconds * 1000 * workers
+    handler, decode = delta["ArtserveHandlerMs"], delta["ArtservePreprocessMs"]
+    return {
+        "in_handler": round(handler / window_ms, 3),
+        "decode": round(decode / window_ms, 3),
+        "predict": round((handler - decode) / window_ms, 3),
+        "outside_handler": round(1 - handler / window_ms, 3),
+        "mean_batch": round(delta["ArtserveImages"] / delta["ArtserveBatches"], 2),
+        "outside_ms_per_batch": round((window_ms - handler) / delta["ArtserveBatches"], 1),
+    }
+
+
+def measure(
+    url: str,
+    images: list[Path],
+    args: argparse.Namespace,
+    server: dict[str, int] | None = None,
+    metrics_url: str | None = None,
+    workers: int = 1,
+) -> dict:
+    """Warm up, then measure; ``server`` (role -> pid) adds where the CPU went while measuring (``cpu``), and
+    TorchServe's ``metrics_url`` where its workers' time went (``worker_time``, with ``predict_img_s``: the rate of
+    the handler's predict step while it runs, to set beside the in-process ceiling)."""
     drive(url, images, args.clients, args.warmup)
+    counters = scrape_counters(metrics_url, names=WORKER_COUNTERS) if metrics_url else None
     before = cpu_seconds(server or {})
+    start = time.monotonic()
     result = drive(url, images, args.clients, args.duration)
+    elapsed = time.monotonic() - start
     result["cpu"] = cpu_shares(before, cpu_seconds(server or {}))
+    if counters is not None:
+        time.sleep(1.0)  # the workers' metric lines reach the frontend asynchronously
+        after = scrape_counters(metrics_url, names=WORKER_COUNTERS)
+        spent = worker_time(counters, after, elapsed, workers)
+        if spent.get("predict", 0) > 0:  # served = predict share x the predict step's own rate in the workers
+            spent["predict_img_s"] = round(result["img_s"] / spent["predict"], 2)
+        result["worker_time"] = spent
     return result
 
 
@@ -285,7 +329,9 @@ def run_served(checkpoint: Path, precision: str, config: ServeConfig, images: li
     server = start_server(mar, folder / "run", Ports.free(), bind="127.0.0.1", env=env)
     try:
         server.wait_ready(300)
-        return measure(server.predict_url, images, args, {"torchserve_other": server.pid})
+        return measure(
+            server.predict_url, images, args, {"torchserve_other": server.pid}, server.metrics_url, config.workers
+        )
     finally:
         server.stop()
 
@@ -404,6 +450,11 @@ def table(paths: dict[str, dict], ab: dict | None) -> str:
         for r in [*path["configs"], path["naive"]]:
             cpu = ", ".join(f"{role} {share:.2f}" for role, share in r.get("cpu", {}).items())
             rows.append(f"- {r['name']}: {cpu or 'not measured'}")
+    rows += ["", "Where TorchServe's workers' time went (the handler's counters; shares of the window x workers):", ""]
+    for path in paths.values():
+        for r in path["configs"]:
+            spent = ", ".join(f"{k} {v}" for k, v in r.get("worker_time", {}).items())
+            rows.append(f"- {r['name']}: {spent or 'not measured'}")
     return "\n".join(rows) + "\n"
 
 

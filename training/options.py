@@ -85,7 +85,13 @@ def get_args_parser(description: str | None = None) -> argparse.ArgumentParser:
         default=0.5,
         help="share of the epochs after which the full --image-size is used (default: %(default)s)",
     )
-    a("--teacher", default=None, help="teacher checkpoint from training.teacher to distil (default: none)")
+    a(
+        "--teacher",
+        nargs="+",
+        default=None,
+        help="teacher checkpoint(s) from training.teacher to distil; several are averaged (the mean of their "
+        "log-probabilities), each at its own resolution (default: none)",
+    )
     a("--kd-weight", type=float, default=0.5, help="weight of the soft-target loss (default: %(default)s)")
     a("--kd-temperature", type=float, default=2.0, help="softmax temperature of distillation (default: %(default)s)")
     a(
@@ -158,6 +164,8 @@ def parse_args(argv: list[str] | None = None, description: str | None = None) ->
             )
         parser.set_defaults(**values)
     args = parser.parse_args(argv)
+    if isinstance(args.teacher, str):  # a YAML `teacher:` may name one path without a list
+        args.teacher = [args.teacher]
     if args.output is None:
         args.output = str(Path("runs") / Path(args.data).resolve().name)
     return args

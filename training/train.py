@@ -12,7 +12,7 @@ is the dev split (it then also picks the epoch, and its figures are optimistic).
 
 Training images are decoded once into memory (``training.cache``); bf16 autocast and channels_last are used
 where the hardware runs them natively (``--amp auto``: CUDA, or a CPU with AVX512_BF16/AMX). ``--teacher``
-distils a fine-tuned EfficientNet-Lite (``training.teacher``) into the student on the same views.
+distils a fine-tuned EfficientNet-Lite (``training.teacher``), or several averaged, into the student on the same views.
 ``--time-budget`` stops the run cleanly, mid-epoch if need be, and ``--resume`` continues it exactly where it
 stopped with the schedule intact, so a long run can span several sessions.
 
@@ -44,7 +44,7 @@ from training.data import class_counts, content_digests, run_splits
 from training.distill import distillation_loss
 from training.evaluate import compute_metrics, default_workers, eval_loader, predict
 from training.schedule import size_at
-from training.teacher import load_teacher  # its model code is imported only when a teacher is built
+from training.teacher import load_teachers  # its model code is imported only when a teacher is built
 from training.timing import time_steps
 from training.weights import freeze_blocks, load_init, load_pretrained
 
@@ -121,7 +121,7 @@ class Trainer:
         self.forward = torch.compile(self.model) if args.compile else self.model
         self.teacher = None
         if args.teacher:
-            self.teacher = load_teacher(args.teacher, self.splits.classes).to(
+            self.teacher = load_teachers(args.teacher, self.splits.classes).to(
                 self.device, memory_format=self.memory_format
             )
         self.optimizer = schedule.make_optimizer(args, self.model)

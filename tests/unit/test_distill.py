@@ -73,6 +73,34 @@ def test_student_sees_the_teachers_crop_scaled_down(tmp_path, data, teacher_ckpt
     assert not torch.equal(other[:1], student[:1]), "another step must draw other views"
 
 
+def test_an_ensemble_of_teachers_averages_log_probabilities_each_at_its_resolution(tmp_path, data, teacher_ckpt):
+    small = teacher.load_teacher(teacher_ckpt, CLASSES)
+    large = teacher.Teacher("lite1", CLASSES)  # 240 px
+    torch.save(
+        {**torch.load(teacher_ckpt, weights_only=True), "variant": "lite1", "state_dict": large.net.state_dict()},
+        tmp_path / "lite1.pt",
+    )
+    both = teacher.load_teachers([teacher_ckpt, tmp_path / "lite1.pt"], CLASSES)
+    assert isinstance(both, teacher.TeacherEnsemble) and both.image_size == 240 and both.variant == "lite0+lite1"
+    assert not any(p.requires_grad for p in both.parameters()), "an ensemble of teachers must be frozen"
+    seen = []
+    for member in both.members:
+        member.register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0].shape[-1]))
+    x = (torch.rand(2, 3, 240, 240) * 255).to(torch.uint8)
+    with torch.no_grad():
+        out = both(x)
+        small_view = F.interpolate(x.float(), size=(224, 224), mode="bilinear", antialias=True)
+        expected = (F.log_softmax(small(small_view), 1) + F.log_softmax(both.members[1](x), 1)) / 2
+    assert seen[:2] == [224, 240], f"each member must see the view at its own resolution: {seen}"
+    torch.testing.assert_close(out, expected)
+    assert isinstance(teacher.load_teachers(str(teacher_ckpt)), teacher.Teacher), "one path (a YAML string) = one"
+    args = train.parse_args([*TINY, "--teacher", str(teacher_ckpt), str(tmp_path / "lite1.pt")])
+    assert args.teacher == [str(teacher_ckpt), str(tmp_path / "lite1.pt")], args.teacher
+    (tmp_path / "run.yaml").write_text(f"teacher: {teacher_ckpt}\n")
+    args = train.parse_args([*TINY, "--config", str(tmp_path / "run.yaml")])
+    assert args.teacher == [str(teacher_ckpt)], f"a YAML path without a list is one teacher: {args.teacher}"
+
+
 def opinionated_teacher(data) -> teacher.Teacher:
     """A random teacher with confident, image-dependent answers: BatchNorm statistics calibrated on the data
     (random EfficientNet weights alone give near-zero activations) and a large random head."""
@@ -108,7 +136,7 @@ def test_distillation_loss_falls_and_is_zero_for_identical_logits(tmp_path, data
     losses = [float(r["train_loss"]) for r in read_rows(run)]
     assert losses[0] > 0.05, f"the test teacher should disagree with an untrained student: {losses}"
     assert losses[-1] < 0.95 * losses[0], f"the soft-target loss did not fall: {losses}"
-    assert load_checkpoint(run / "best.pt")["training"]["teacher"] == str(teacher_ckpt), "record lacks the teacher"
+    assert load_checkpoint(run / "best.pt")["training"]["teacher"] == [str(teacher_ckpt)], "record lacks the teacher"
 
 
 def test_time_budget_and_resume_continue_the_same_schedule(tmp_path, data):
@@ -142,3 +170,18 @@ def test_bf16_is_chosen_only_where_the_cpu_has_it(monkeypatch):
     assert train.resolve_precision(args)[1:] == (torch.bfloat16, True), "native bf16: bf16 autocast + channels_last"
     args.amp = "off"
     assert train.resolve_precision(args)[1:] == (None, False), "--amp off must win"
+
+
+def test_evaluate_scores_each_teacher_and_their_average(tmp_path, data, teacher_ckpt):
+    args = teacher.get_args_parser().parse_args(
+        ["--data", str(data), "--dev-fraction", "0.25", "--device", "cpu", "--output", str(tmp_path / "cmp")]
+        + ["--evaluate", str(teacher_ckpt), str(teacher_ckpt)]
+    )
+    report = teacher.main(args)
+    average = f"average of {teacher_ckpt} + {teacher_ckpt}"
+    assert set(report) == {str(teacher_ckpt), average}, report.keys()
+    alone, both = report[str(teacher_ckpt)], report[average]
+    assert alone["val"]["n_images"] == 6 and set(alone) == {"dev", "val"}, alone
+    assert both["val"]["accuracy"] == alone["val"]["accuracy"], "a teacher averaged with itself answers alike"
+    assert json.loads((tmp_path / "cmp" / "evaluate.json").read_text()) == json.loads(json.dumps(report))
+    assert not (tmp_path / "cmp" / "teacher.pt").exists(), "--evaluate must not train"
