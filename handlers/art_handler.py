@@ -26,6 +26,7 @@ from handlers.card import ARCHIVE_CARD
 from handlers.classifier import ArtClassifier
 from handlers.errors import InputError
 from handlers.payload import extract_image
+from handlers.threads import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,18 @@ class ArtHandler(BaseHandler):
             raise ValueError("the archive has no serialized checkpoint; build it with `make archive`")
         gpu_id = props.get("gpu_id")
         device = f"cuda:{gpu_id}" if torch.cuda.is_available() and gpu_id is not None else "cpu"
+        yaml_config = getattr(context, "model_yaml_config", None) or {}
+        config = yaml_config.get("handler") or {}
+        # before anything runs on torch's thread pool; the most workers this model may have share the CPUs
+        workers = int(yaml_config.get("maxWorkers") or yaml_config.get("minWorkers") or 1)
+        threads, why = torch_threads(config, workers)
+        torch.set_num_threads(threads)
+        logger.info("artserve: %d torch thread(s) in this worker (%s)", threads, why)
         self.classifier = ArtClassifier.load(
             model_dir / model["serializedFile"],
             labels_file=model_dir / "index_to_name.json",
             card=model_dir / ARCHIVE_CARD,
-            config=(getattr(context, "model_yaml_config", None) or {}).get("handler") or {},
+            config=config,
             device=device,
             name=model.get("modelName", MODEL_NAME),
             version=str(model.get("modelVersion", "unknown")),

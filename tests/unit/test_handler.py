@@ -15,6 +15,7 @@ from handlers.labels import write_label_map
 from handlers.model import build_model, load_checkpoint
 from handlers.postprocessing import probabilities
 from handlers.preprocessing import normalize, preprocess_bytes
+from handlers.threads import cpu_budget
 from loadtests.harness import TINY_PREPROCESS, random_checkpoint
 from tests.images import ART5_LABELS, corrupt_jpeg, jpeg, png_bomb
 
@@ -41,6 +42,14 @@ def model_dir(tmp_path: Path, labels=ART5_LABELS, card: dict | None = None) -> P
     if card is not None:
         (tmp_path / "model_card.json").write_text(json.dumps(card))
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """initialize() sets torch's thread count for the whole process, as it does in a worker."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def make_context(directory: Path, headers: list[dict], yaml_config: dict | None = None):
@@ -245,3 +254,13 @@ def test_device_decode_path_answers_per_request(tmp_path):
     for got, want in zip((out[0], out[2]), expected, strict=True):
         assert got["label"] == want["label"], f"device path answered {got}, CPU path {want}"
         assert abs(got["probability"] - want["probability"]) < 0.02, f"device path {got} vs CPU path {want}"
+
+
+def test_initialize_gives_each_worker_its_share_of_the_cpus(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("ARTSERVE_TORCH_THREADS", raising=False)
+    budget = min(cpu_budget(), torch.get_num_threads())
+    initialized(model_dir(tmp_path), 1, {"maxWorkers": 2, "handler": {"top_k": 2}})
+    assert torch.get_num_threads() == max(1, budget // 2), f"two workers on {budget} CPUs"
+    initialized(model_dir(tmp_path), 1, {"maxWorkers": 1, "handler": {"top_k": 2, "torch_threads": 3}})
+    assert torch.get_num_threads() == 3, "the handler setting must be applied"

@@ -138,6 +138,7 @@ def test_gpu_overlay_batches_its_own_way_and_cpu_pods_take_the_checked_in_file(r
     known = {env for _, env, _ in BATCHING}
     gpu = init_env(rendered["gpu"])
     assert {"ARTSERVE_BATCH_SIZE", "ARTSERVE_MAX_BATCH_DELAY"} <= set(gpu), f"GPU archive step env: {gpu}"
+    assert gpu.get("ARTSERVE_WORKERS") == "1", f"a GPU pod keeps one worker on its GPU: {gpu}"
     assert set(gpu) <= known, f"variables deploy.archive does not read: {set(gpu) - known}"
     overrides = batching_overrides(*(int(gpu[env]) if env in gpu else None for _, env, _ in BATCHING))
     checked_in = yaml.safe_load(DEFAULT_MODEL_CONFIG.read_text())

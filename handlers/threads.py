@@ -1,0 +1,53 @@
+"""How many torch threads a model worker uses: its share of the CPUs it may run on.
+
+torch starts one intra-op thread per core it sees, in every worker process, and it sees the node's cores, not a
+container's CPU limit. Two workers on two cores then run four threads that stall each other, and a pod limited to
+2 CPUs on a 64-core node runs 64. ``torch_threads`` gives each worker its share instead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cpu_budget(cpu_max: Path = CGROUP_CPU_MAX, affinity: int | None = None) -> int:
+    """The CPUs this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (``cpu.max``, which a
+    container's CPU limit sets) rounded down; at least 1."""
+    cpus = affinity if affinity is not None else len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text(encoding="ascii").split()[:2]
+        if quota != "max":
+            cpus = min(cpus, math.floor(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota readable: the affinity mask is the budget
+    return max(1, cpus)
+
+
+def torch_threads(
+    config: Mapping, workers: int, env: Mapping[str, str] = os.environ, budget: int | None = None
+) -> tuple[int, str]:
+    """(threads, why) for one worker: ``ARTSERVE_TORCH_THREADS``, else the ``handler:`` setting ``torch_threads``;
+    0 or unset = ``OMP_NUM_THREADS`` when the environment sets it, else the budget divided among the model's
+    ``workers`` (at least 1). The budget (default) is :func:`cpu_budget`, at most torch's own default (one thread
+    per physical core: hyper-threads do not speed up its kernels)."""
+    raw = env.get("ARTSERVE_TORCH_THREADS") or config.get("torch_threads") or 0
+    try:
+        threads = int(raw)
+    except ValueError:
+        raise ValueError(f"torch_threads={raw!r} is not an integer") from None
+    if threads < 0:
+        raise ValueError(f"torch_threads={raw!r} must be 0 (a share of the CPUs) or positive")
+    if threads:
+        return threads, "set"
+    if env.get("OMP_NUM_THREADS", "").strip().isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
+        return int(env["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"
+    budget = min(cpu_budget(), torch.get_num_threads()) if budget is None else budget
+    workers = max(1, workers)
+    return max(1, budget // workers), f"{budget} CPUs / {workers} workers"
