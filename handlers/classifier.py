@@ -39,18 +39,13 @@ from handlers.model import build_model, load_checkpoint
 from handlers.postprocessing import prediction_body, probabilities
 from handlers.precision import FP32, Precision, resolve_precision
 from handlers.preprocessing import Limits, PreprocessConfig, normalize, preprocess_batch, preprocess_bytes
+from handlers.threads import count_setting
 
 
 def decode_threads(config: Mapping, env: Mapping[str, str] = os.environ) -> int:
     """Threads that decode a batch's images at once: ``ARTSERVE_DECODE_THREADS``, else the ``handler:`` setting
     ``decode_threads``; 0 or unset = torch's intra-op thread count (a worker's OMP_NUM_THREADS)."""
-    raw = env.get("ARTSERVE_DECODE_THREADS") or config.get("decode_threads") or 0
-    try:
-        threads = int(raw)
-    except ValueError:
-        raise ValueError(f"decode_threads={raw!r} is not an integer") from None
-    if threads < 0:
-        raise ValueError(f"decode_threads={raw!r} must be 0 (torch's thread count) or positive")
+    threads = count_setting(config, "decode_threads", "ARTSERVE_DECODE_THREADS", env, "torch's thread count")
     return threads or torch.get_num_threads()
 
 

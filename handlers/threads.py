@@ -30,6 +30,18 @@ def cpu_budget(cpu_max: Path = CGROUP_CPU_MAX, affinity: int | None = None) -> i
     return max(1, cpus)
 
 
+def count_setting(config: Mapping, key: str, env_var: str, env: Mapping[str, str], zero_means: str) -> int:
+    """A thread count from ``env_var``, else the ``handler:`` setting ``key``; 0 (``zero_means``) when unset."""
+    raw = env.get(env_var) or config.get(key) or 0
+    try:
+        count = int(raw)
+    except ValueError:
+        raise ValueError(f"{key}={raw!r} is not an integer") from None
+    if count < 0:
+        raise ValueError(f"{key}={raw!r} must be 0 ({zero_means}) or positive")
+    return count
+
+
 def torch_threads(
     config: Mapping, workers: int, env: Mapping[str, str] = os.environ, budget: int | None = None
 ) -> tuple[int, str]:
@@ -37,13 +49,7 @@ def torch_threads(
     0 or unset = ``OMP_NUM_THREADS`` when the environment sets it, else the budget divided among the model's
     ``workers`` (at least 1). The budget (default) is :func:`cpu_budget`, at most torch's own default (one thread
     per physical core: hyper-threads do not speed up its kernels)."""
-    raw = env.get("ARTSERVE_TORCH_THREADS") or config.get("torch_threads") or 0
-    try:
-        threads = int(raw)
-    except ValueError:
-        raise ValueError(f"torch_threads={raw!r} is not an integer") from None
-    if threads < 0:
-        raise ValueError(f"torch_threads={raw!r} must be 0 (a share of the CPUs) or positive")
+    threads = count_setting(config, "torch_threads", "ARTSERVE_TORCH_THREADS", env, "a share of the CPUs")
     if threads:
         return threads, "set"
     if env.get("OMP_NUM_THREADS", "").strip().isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
