@@ -9,6 +9,8 @@ macro-F1 chooses the value, and the chosen probe is scored on dev and on DATA/va
 than one variant the concatenated embeddings are probed the same way. Nothing is fine-tuned: a probe bounds from
 below what a fine-tuned teacher of that variant can do, in minutes instead of the quarter hour or more that
 ``training.teacher`` takes per variant. The splits are ``training.teacher``'s (same seed, same dev fraction).
+Each variant's report also says how close dev and val images come to the training images in that embedding
+(``nearest_train``: a check for near-copies of training images, which would make dev a poor stand-in for val).
 Prints a table and writes ``--json`` (default runs/probe.json).
 """
 
@@ -77,6 +79,24 @@ def fit_probe(
     return {"c": c, "dev_macro_f1_by_c": by_c, "features": int(x["train"].shape[1]), "dev": dev, "val": val}
 
 
+def nearest_train(x: dict[str, np.ndarray], thresholds: Sequence[float] = (0.9, 0.95)) -> dict:
+    """For dev and val: each image's highest cosine similarity to any training image's embedding, summarised
+    (quantiles 0.1/0.5/0.9, maximum, and the share at or above each threshold). A leak check: near-copies of
+    training images (rescans, crops) in dev but not in val would make dev reward memorising, and the two splits
+    choose differently."""
+    train = x["train"] / np.linalg.norm(x["train"], axis=1, keepdims=True).clip(min=1e-12)
+    out = {}
+    for name in ("dev", "val"):
+        other = x[name] / np.linalg.norm(x[name], axis=1, keepdims=True).clip(min=1e-12)
+        best = (other @ train.T).max(axis=1)
+        out[name] = {
+            "quantiles": {str(q): float(np.quantile(best, q)) for q in (0.1, 0.5, 0.9)},
+            "max": float(best.max()),
+            **{f"share_at_least_{t:g}": float((best >= t).mean()) for t in thresholds},
+        }
+    return out
+
+
 def probe_variants(
     data: str | Path,
     variants: Sequence[str],
@@ -102,6 +122,7 @@ def probe_variants(
         teacher.to(device, memory_format=torch.channels_last)
         embeddings[variant] = {name: embed(teacher, cache, device, amp) for name, cache in caches.items()}
         report[variant] = fit_probe(embeddings[variant], y, classes, cs, seed)
+        report[variant]["nearest_train"] = nearest_train(embeddings[variant])
         print(line(variant, report[variant]), flush=True)
     if len(variants) > 1:
         name = "+".join(variants)
@@ -113,10 +134,17 @@ def probe_variants(
 
 def line(name: str, r: dict) -> str:
     per_class = ", ".join(f"{k} {v['f1']:.3f}" for k, v in r["val"]["per_class"].items())
-    return (
+    text = (
         f"{name}: C {r['c']} | dev macro-F1 {r['dev']['macro_f1']:.3f} | val accuracy {r['val']['accuracy']:.3f}, "
         f"macro-F1 {r['val']['macro_f1']:.3f} ({per_class})"
     )
+    for split, n in r.get("nearest_train", {}).items():
+        q = n["quantiles"]
+        text += (
+            f"\n  {split}: nearest training image, cosine median {q['0.5']:.3f}, 0.9 quantile {q['0.9']:.3f}, "
+            f"max {n['max']:.3f}; share >= 0.95: {n['share_at_least_0.95']:.3f}"
+        )
+    return text
 
 
 def get_args_parser() -> argparse.ArgumentParser:

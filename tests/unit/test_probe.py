@@ -48,8 +48,32 @@ def test_probe_chooses_c_on_dev_and_scores_val(tmp_path, data, weights):
         if by_c["0.01"] == best:
             assert r["c"] == 0.01, f"{name}: a tie goes to the stronger regularisation: {r}"
         assert r["val"]["n_images"] == n_val and r["dev"]["n_images"] == n_dev, (name, r["val"], r["dev"])
+    assert set(report["lite0"]["nearest_train"]) == {"dev", "val"}, "each variant checks dev and val for near-copies"
+    assert "nearest_train" not in report["lite0+lite1"], "the side-by-side probe reuses the variants' embeddings"
     assert report["lite0"]["features"] == 1280 and report["lite1"]["features"] == 1280
     assert report["lite0+lite1"]["features"] == 2560, "the combined probe sees both embeddings side by side"
+
+
+def test_nearest_train_finds_a_near_copy_in_dev_only():
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(20, 16))
+    dev = rng.normal(size=(4, 16))
+    dev[1] = 3 * train[7] + 1e-3 * rng.normal(size=16)  # a rescan of a training image: same direction, other scale
+    val = -train[:5]  # pointing away from their own training images
+    report = probe.nearest_train({"train": train, "dev": dev, "val": val})
+    assert report["dev"]["max"] == pytest.approx(1.0, abs=1e-4), report["dev"]
+    assert report["dev"]["share_at_least_0.95"] == 0.25 and report["dev"]["share_at_least_0.9"] == 0.25, report
+    assert report["val"]["share_at_least_0.9"] == 0.0 and report["val"]["max"] < 0.9, report["val"]
+    assert report["dev"]["quantiles"]["0.5"] < 0.9, "the other dev images are not near-copies"
+    assert list(probe.line("x", {"c": 1, "dev": EMPTY, "val": EMPTY, "nearest_train": report}).splitlines())[1:] == [
+        f"  dev: nearest training image, cosine median {report['dev']['quantiles']['0.5']:.3f}, 0.9 quantile "
+        f"{report['dev']['quantiles']['0.9']:.3f}, max 1.000; share >= 0.95: 0.250",
+        f"  val: nearest training image, cosine median {report['val']['quantiles']['0.5']:.3f}, 0.9 quantile "
+        f"{report['val']['quantiles']['0.9']:.3f}, max {report['val']['max']:.3f}; share >= 0.95: 0.000",
+    ]
+
+
+EMPTY = {"accuracy": 0.0, "macro_f1": 0.0, "per_class": {}}
 
 
 def test_embed_averages_the_mirror_view_and_keeps_the_classifier(data, weights):
