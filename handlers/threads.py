@@ -15,18 +15,36 @@ from pathlib import Path
 import torch
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
 
 
-def cpu_budget(cpu_max: Path = CGROUP_CPU_MAX, affinity: int | None = None) -> int:
-    """The CPUs this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (``cpu.max``, which a
-    container's CPU limit sets) rounded down; at least 1."""
-    cpus = affinity if affinity is not None else len(os.sched_getaffinity(0))
+def cgroup_cpu_limit(cpu_max: Path = CGROUP_CPU_MAX, v1_dir: Path = CGROUP_V1_CPU) -> float | None:
+    """The CPU quota of this process's cgroup, in CPUs, as a container's CPU limit sets it: cgroup v2's
+    ``cpu.max`` ("max ..." = none), else cgroup v1's ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (-1 = none;
+    nodes and container engines still run v1). None when there is no quota or neither can be read."""
     try:
         quota, period = cpu_max.read_text(encoding="ascii").split()[:2]
-        if quota != "max":
-            cpus = min(cpus, math.floor(int(quota) / int(period)))
+        return None if quota == "max" else _ratio(int(quota), int(period))
     except (OSError, ValueError):
-        pass  # no cgroup v2 quota readable: the affinity mask is the budget
+        pass
+    try:
+        quota = int((v1_dir / "cpu.cfs_quota_us").read_text(encoding="ascii"))
+        return _ratio(quota, int((v1_dir / "cpu.cfs_period_us").read_text(encoding="ascii")))
+    except (OSError, ValueError):
+        return None
+
+
+def _ratio(quota: int, period: int) -> float | None:
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def cpu_budget(cpu_max: Path = CGROUP_CPU_MAX, affinity: int | None = None, v1_dir: Path = CGROUP_V1_CPU) -> int:
+    """The CPUs this process may use: its CPU affinity, capped by its cgroup's CPU quota
+    (:func:`cgroup_cpu_limit`) rounded down; at least 1."""
+    cpus = affinity if affinity is not None else len(os.sched_getaffinity(0))
+    limit = cgroup_cpu_limit(cpu_max, v1_dir)
+    if limit is not None:
+        cpus = min(cpus, math.floor(limit))
     return max(1, cpus)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.threads import cpu_budget, torch_threads
+from handlers.threads import cgroup_cpu_limit, cpu_budget, torch_threads
 
 
 def test_cpu_budget_is_the_affinity_capped_by_the_cgroup_quota(tmp_path):
@@ -14,10 +14,31 @@ def test_cpu_budget_is_the_affinity_capped_by_the_cgroup_quota(tmp_path):
     assert cpu_budget(cpu_max, affinity=1) == 1, "the affinity mask bounds it too"
     cpu_max.write_text("max 100000\n")
     assert cpu_budget(cpu_max, affinity=16) == 16, "no quota: the affinity mask"
-    assert cpu_budget(tmp_path / "missing", affinity=4) == 4, "no cgroup v2 file: the affinity mask"
+    no_v1 = tmp_path / "no-v1"
+    assert cpu_budget(tmp_path / "missing", affinity=4, v1_dir=no_v1) == 4, "no cgroup file at all: the affinity mask"
     cpu_max.write_text("50000 100000\n")
     assert cpu_budget(cpu_max, affinity=8) == 1, "half a CPU still gets one thread"
     assert cpu_budget() >= 1
+
+
+def test_cgroup_v1_quota_counts_when_there_is_no_v2_file(tmp_path):
+    v1 = tmp_path / "cpu"
+    v1.mkdir()
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    (v1 / "cpu.cfs_quota_us").write_text("150000\n")  # podman --cpus 1.5 on a cgroup v1 host
+    no_v2 = tmp_path / "cpu.max"
+    assert cgroup_cpu_limit(no_v2, v1) == 1.5
+    assert cpu_budget(no_v2, affinity=8, v1_dir=v1) == 1, "1.5 CPUs of v1 quota allow 1 busy thread"
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")  # no limit
+    assert cgroup_cpu_limit(no_v2, v1) is None and cpu_budget(no_v2, affinity=8, v1_dir=v1) == 8
+    (v1 / "cpu.cfs_quota_us").write_text("400000\n")
+    no_v2.write_text("max 100000\n")
+    assert cpu_budget(no_v2, affinity=8, v1_dir=v1) == 8, "a v2 file says no quota: v1 files are not consulted"
+    no_v2.write_text("200000 100000\n")
+    assert cpu_budget(no_v2, affinity=8, v1_dir=v1) == 2, "v2 first"
+    no_v2.write_text("200000 0\n")
+    (v1 / "cpu.cfs_period_us").write_text("garbage\n")
+    assert cgroup_cpu_limit(no_v2, v1) is None, "a zero period or unreadable numbers are no quota, not a crash"
 
 
 def test_torch_threads_precedence_and_share():
