@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handlers.classifier import ArtClassifier
+from handlers.model import load_checkpoint
 from training import DATA_DIR, exit_on_bad_input
-from training.data import find_splits, split_dev
-from training.evaluate import compute_metrics, default_device, eval_loader, predict_batches
+from training.data import dev_splits
+from training.evaluate import compute_metrics, default_device, default_workers, evaluate_checkpoint
 
 
 def macro_f1_rows(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -69,27 +69,27 @@ def paired_bootstrap(
     }
 
 
-def classify(checkpoint: str | Path, samples, batch_size: int, device: torch.device) -> tuple[ArtClassifier, dict]:
-    """{sample index: predicted label index} for the readable images, and the classifier."""
-    classifier = ArtClassifier.load(checkpoint, device=device, precision="fp32")
-    loader = eval_loader(samples, classifier.preprocess, batch_size, 0, device)
-    probs, _, failures = predict_batches(classifier, loader)
-    readable = sorted(set(range(len(samples))) - {i for i, _ in failures})
-    return classifier, dict(zip(readable, probs.argmax(1).tolist(), strict=True))
-
-
 def compare(args: argparse.Namespace) -> dict:
-    splits = find_splits(args.data, 0.1, args.seed)
-    samples = split_dev(splits.train, args.dev_fraction, args.seed)[1] if args.split == "dev" else splits.val
+    splits, _, dev = dev_splits(args.data, args.dev_fraction, args.seed)
+    samples = dev if args.split == "dev" else splits.val
     if not samples:
         raise ValueError(f"the {args.split} split of {args.data} is empty")
+    for checkpoint in (args.a, args.b):
+        labels = list(load_checkpoint(checkpoint)["labels"])
+        if labels != splits.classes:
+            raise ValueError(f"labels differ: {checkpoint} has {labels}, {args.data} {splits.classes}")
     device = torch.device(args.device) if args.device else default_device()
-    (clf_a, pred_a), (clf_b, pred_b) = (classify(c, samples, args.batch_size, device) for c in (args.a, args.b))
-    if clf_a.labels != clf_b.labels or clf_a.labels != splits.classes:
-        raise ValueError(f"labels differ: A {clf_a.labels}, B {clf_b.labels}, data {splits.classes}")
-    both = sorted(set(pred_a) & set(pred_b))
+    answers = []  # {sample index: predicted label index} of each checkpoint's readable images
+    for checkpoint in (args.a, args.b):
+        _, y_pred, failures, _ = evaluate_checkpoint(
+            samples, checkpoint, args.batch_size, default_workers(device), device, "fp32"
+        )
+        failed = {path for path, _ in failures}
+        readable = [i for i, (path, _) in enumerate(samples) if path not in failed]
+        answers.append(dict(zip(readable, y_pred, strict=True)))
+    both = sorted(set(answers[0]) & set(answers[1]))
     y = [samples[i][1] for i in both]
-    a, b = [pred_a[i] for i in both], [pred_b[i] for i in both]
+    a, b = ([answer[i] for i in both] for answer in answers)
     result = paired_bootstrap(np.array(y), np.array(a), np.array(b), len(splits.classes), args.resamples, args.seed)
     result.update(
         a=str(args.a),

@@ -156,6 +156,16 @@ def split_dev(samples: list[Sample], fraction: float, seed: int) -> tuple[list[S
     return sorted(train_s), sorted(dev_s)
 
 
+def dev_splits(
+    data: str | Path, dev_fraction: float, seed: int, limit_per_class: int = 0, val_fraction: float = 0.1
+) -> tuple[Splits, list[Sample], list[Sample]]:
+    """(splits, train, dev): DATA's splits, and its training split less a stratified ``dev_fraction`` held out to
+    choose epochs, recipes, teachers and variants; ``splits.val`` chooses nothing. Training runs, teacher runs,
+    probes and comparisons with the same arguments see the same lists."""
+    splits = find_splits(data, val_fraction, seed, limit_per_class)
+    return (splits, *split_dev(splits.train, dev_fraction, seed))
+
+
 def read_labelled_csv(
     path: str | Path, classes: Sequence[str], exclude: Sequence[Sample] = (), already: Sequence[Sample] = ()
 ) -> tuple[list[Sample], dict]:
@@ -217,8 +227,7 @@ class RunSplits:
 def run_splits(args) -> RunSplits:
     """The images of a run with ``args`` (``data``, ``val_fraction``, ``seed``, ``limit_per_class``,
     ``dev_fraction``, ``extra_train``): the same lists whenever the same arguments meet the same files."""
-    splits = find_splits(args.data, args.val_fraction, args.seed, args.limit_per_class)
-    train, dev = split_dev(splits.train, args.dev_fraction, args.seed)
+    splits, train, dev = dev_splits(args.data, args.dev_fraction, args.seed, args.limit_per_class, args.val_fraction)
     dev_source = (
         f"{args.dev_fraction:g} of the training split, stratified (seed {args.seed})"
         if dev

