@@ -8,16 +8,14 @@
                                         # the preStop drain, kube down
 
 The Makefile's image targets call these (deploy/k8s/README.md "Build and run it here"). podman runs with
-``--runtime runc`` and deploy/docker/containers.conf (CONTAINERS_CONF: no default ulimits), the two settings the
-dev VM needs (issue 16). Host ports are 18080-18092, away from make serve's 8080-8082. Every step prints what it
-measured (build time, image size, start to READY) so the README's figures can be re-taken.
+``--runtime runc`` and deploy/docker/containers.conf (deploy/podman.py: no default ulimits), the two settings the
+dev VM needs (issue 16); ``play`` is deploy/kube_play.py. Host ports are 18080-18092, away from make serve's
+8080-8082. Every step prints what it measured (build time, image size, start to READY) so the figures can be re-taken.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import shutil
 import subprocess
@@ -26,61 +24,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from deploy import ROOT
-from deploy.k8s.check import render
-from handlers import MODEL_NAME
+from deploy.kube_play import cmd_play
+from deploy.podman import IMAGE, ensure_tools, image_exists, image_size_mb, podman, smoke, wait_ready
 
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 IGNOREFILE = ROOT / "deploy" / "docker" / "Dockerfile.dockerignore"
-CONTAINERS_CONF = ROOT / "deploy" / "docker" / "containers.conf"
 WHEELHOUSE = ROOT / ".whl"
 BASE_IMAGE = "localhost/artserve-base:bookworm"
-# The laptop overlay's image (deploy/k8s/overlays/laptop/kustomization.yaml: artserve:cpu). podman resolves the
-# short name to localhost/artserve:cpu, the image built here, so the rendered manifests need no image rewrite.
-IMAGE = "localhost/artserve:cpu"
-OVERLAY = "laptop"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
-# Executable -> Debian package; catatonit is the pause process of kube play's infra container.
-TOOLS = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap", "catatonit": "catatonit"}
-PROBE = ["python", "/home/model-server/model_ready.py"]
 # Where the pod has an emptyDir (deploy/k8s/base/deployment.yaml); everything else is read-only.
 POD_TMPFS = ["/tmp", "/home/model-server/logs"]
-
-
-def podman(
-    *args: str, check: bool = True, capture: bool = False, quiet: bool = False, **kw
-) -> subprocess.CompletedProcess:
-    """``podman --runtime runc ARGS`` with the checked-in containers.conf."""
-    env = {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}
-    cmd = ["podman", "--runtime", "runc", *args]
-    if not quiet:
-        print("+", " ".join(cmd), flush=True)
-    return subprocess.run(cmd, check=check, env=env, text=True, capture_output=capture, **kw)
-
-
-def ensure_tools() -> None:
-    """apt-get install podman, runc, debootstrap, catatonit when one is missing (as `make system-deps` does)."""
-    missing = [
-        pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()
-    ]
-    if not missing:
-        return
-    print(f"installing Debian packages: {' '.join(missing)}", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env)
-
-
-def image_exists(name: str) -> bool:
-    return podman("image", "exists", name, check=False).returncode == 0
-
-
-def image_size_mb(name: str) -> float:
-    out = podman("image", "inspect", "--format", "{{.Size}}", name, capture=True).stdout
-    return int(out.strip()) / 1e6
 
 
 def dockerfile_pins() -> list[str]:
@@ -138,28 +93,6 @@ def cmd_build(args: argparse.Namespace) -> None:
     print(f"image {args.image}: {image_size_mb(args.image):.0f} MB, built in {time.monotonic() - start:.0f} s")
 
 
-def wait_ready(container: str, timeout: float, started: float) -> float:
-    """Run the startup probe in the container every second until it passes; seconds since ``started``."""
-    print(f"waiting for READY: podman exec {container} {' '.join(PROBE)} every second", flush=True)
-    reason = ""
-    while time.monotonic() - started < timeout:
-        probe = podman("exec", container, *PROBE, check=False, capture=True, quiet=True)
-        if probe.returncode == 0:
-            return time.monotonic() - started
-        reason = (probe.stdout + probe.stderr).strip()
-        time.sleep(1)
-    logs = podman("logs", "--tail", "40", container, check=False, capture=True)
-    raise SystemExit(f"{container} not READY after {timeout:.0f} s ({reason})\n{logs.stdout}{logs.stderr}")
-
-
-def smoke(port: int, metrics_port: int) -> None:
-    """`make smoke` against a published port (a subprocess: the load tests sit above deploy in the layers)."""
-    smoke_args = (
-        f"--url http://127.0.0.1:{port}/predictions/{MODEL_NAME} --metrics http://127.0.0.1:{metrics_port}/metrics"
-    )
-    subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "smoke", f"SMOKE_ARGS={smoke_args}"], check=True)
-
-
 def cmd_check(args: argparse.Namespace) -> None:
     """Run the image as the pod would: user 10001, read-only root, tmpfs where the pod has an emptyDir."""
     ensure_tools()
@@ -182,98 +115,6 @@ def cmd_check(args: argparse.Namespace) -> None:
         print(f"stopped in {time.monotonic() - stop_started:.1f} s")
         podman("logs", "--tail", "5", name, check=False)
         podman("rm", "--force", "--ignore", name, check=False)
-
-
-def render_for_podman(overlay: str, port: int, metrics_port: int) -> list[dict]:
-    """The overlay as kubectl kustomize renders it, with two changes podman needs (host ports, restart policy).
-
-    The Deployment names no hostPort (a cluster reaches pods through the Service); podman kube play publishes
-    only ports that have one, so this adds them in memory. And podman 4.3 gives init containers the pod's
-    restart policy, so with a Deployment's (Always) it restarts the finished archive step until kube play fails
-    ("failed to remove once init container"; containers/podman#16343, fixed by #18481 in podman 4.6): the pod
-    template gets restartPolicy OnFailure here. Nothing else is changed."""
-    docs = render(overlay)
-    host_ports = {8080: port, 8082: metrics_port}
-    for doc in docs:
-        if doc["kind"] == "Deployment":
-            doc["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
-            for container in doc["spec"]["template"]["spec"]["containers"]:
-                for p in container.get("ports", []):
-                    if p["containerPort"] in host_ports:
-                        p["hostPort"] = host_ports[p["containerPort"]]
-    return docs
-
-
-def pre_stop_command(docs: list[dict]) -> list[str]:
-    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
-    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "torchserve"]
-    return container["lifecycle"]["preStop"]["exec"]["command"]
-
-
-def pod_containers() -> dict[str, str]:
-    """Container name -> pod name of the running pods of the Deployment artserve."""
-    out = podman("ps", "--all", "--pod", "--format", "json", capture=True).stdout
-    return {
-        c["Names"][0]: c.get("PodName", "")
-        for c in json.loads(out or "[]")
-        if c.get("PodName", "").startswith("artserve")
-    }
-
-
-def cmd_play(args: argparse.Namespace) -> None:
-    ensure_tools()
-    docs = render_for_podman(OVERLAY, args.port, args.metrics_port)
-    kinds = [d["kind"] for d in docs]
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="artserve-play-", delete=False) as f:
-        yaml.safe_dump_all(docs, f, sort_keys=False)
-        manifest = f.name
-    print(f"rendered overlays/{OVERLAY}: {', '.join(kinds)}", flush=True)
-    podman("kube", "down", manifest, check=False, capture=True)
-    started = time.monotonic()
-    podman("kube", "play", manifest)
-    try:
-        containers = pod_containers()
-        print(f"pod containers: {containers}", flush=True)
-        server = next(name for name in containers if name.endswith("-torchserve"))
-        ready_s = wait_ready(server, args.timeout, started)
-        print(f"kube play to READY (init container's archive step included): {ready_s:.1f} s", flush=True)
-        smoke(args.port, args.metrics_port)
-        inspect_pod(server)
-        # podman kube play does not run lifecycle hooks; run the manifest's preStop command as the kubelet would.
-        hook = pre_stop_command(docs)
-        drained = podman("exec", server, *hook, capture=True)
-        print(f"preStop {' '.join(hook)}: {drained.stdout.strip()}", flush=True)
-        stop_started = time.monotonic()
-        podman("pod", "stop", "--time", "90", containers[server])
-        print(f"pod stopped in {time.monotonic() - stop_started:.1f} s; last lines of the server's log:")
-        podman("logs", "--tail", "5", server, check=False)
-    finally:
-        podman("kube", "down", manifest, check=False)
-        # kube down removes the emptyDir volumes but keeps one volume per ConfigMap (named after it).
-        for name in (d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"):
-            podman("volume", "rm", "--force", name, check=False)
-        os.unlink(manifest)
-
-
-def inspect_pod(server: str) -> None:
-    """What podman made of the pod spec: user, read-only root, mounts, limits, healthcheck, stop timeout."""
-    info = json.loads(podman("inspect", server, capture=True).stdout)[0]
-    config, host = info["Config"], info["HostConfig"]
-    summary = {
-        "user": config.get("User"),
-        "read_only_root": host.get("ReadonlyRootfs"),
-        "cap_drop": host.get("CapDrop"),
-        "security_opt": host.get("SecurityOpt"),
-        "mounts": sorted(
-            (m.get("Destination"), m.get("Type"), m.get("RW"), m.get("Name")) for m in info.get("Mounts", [])
-        ),
-        "memory_limit": host.get("Memory"),
-        "cpu_quota_period": (host.get("CpuQuota"), host.get("CpuPeriod")),
-        "healthcheck": config.get("Healthcheck"),
-        "stop_timeout": config.get("StopTimeout"),
-        "working_dir": config.get("WorkingDir"),
-    }
-    print("podman's view of the torchserve container:\n" + json.dumps(summary, indent=2, default=str), flush=True)
 
 
 def get_args_parser() -> argparse.ArgumentParser:

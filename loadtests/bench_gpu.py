@@ -7,7 +7,7 @@ One random-weight VGG16-BN (224 px; throughput only, never a classifier) is both
 
 * **ceiling**: ``ArtClassifier.predict`` on already-decoded uint8 batches (copy to the device, normalise, forward,
   softmax, copy back), for each ``--precisions`` (channels_last) and ``--batches``; the best is the ceiling
-  (``loadtests.bench.forward_rate``). No HTTP, no JPEG decoding.
+  (``loadtests.bench_measure.forward_rate``). No HTTP, no JPEG decoding.
 * **artserve**: TorchServe with artserve's handler (nvJPEG batch decode, the ceiling's best precision), batchSize =
   the ceiling's best batch (at most the largest concurrency), ``--delay-ms``, ``--workers``.
 * **stock**: TorchServe 0.12's built-in ``image_classifier`` handler, same batching and workers, on a TorchScript
@@ -15,11 +15,11 @@ One random-weight VGG16-BN (224 px; throughput only, never a classifier) is both
   TorchServe docs (PIL decode and transforms on the worker's CPU, fp32, contiguous).
 
 Load: closed-loop clients posting JPEGs at each ``--concurrency``, spread over ``--client-processes`` processes so
-the client is not the bottleneck (``loadtests.bench.closed_loop``). Before measuring, two images are checked through
-each server: artserve's answer must agree with the in-process classifier, the stock handler's must be its top-5
-label -> probability map over the model's labels. ``summary.json`` holds every figure and the ratios:
-``e2e_over_ceiling`` (artserve's peak / the ceiling), ``artserve_over_stock`` (peak / peak) and
-``p99_at_80pct_of_peak`` (the p99 of the lowest concurrency whose throughput is at least 80 % of the peak:
+the client is not the bottleneck (``loadtests.bench_measure.closed_loop``). Before measuring, two images are checked
+through each server (``loadtests.bench_gpu_servers``): artserve's answer must agree with the in-process classifier,
+the stock handler's must be its top-5 label -> probability map over the model's labels. ``summary.json`` holds every
+figure and the ratios: ``e2e_over_ceiling`` (artserve's peak / the ceiling), ``artserve_over_stock`` (peak / peak)
+and ``p99_at_80pct_of_peak`` (the p99 of the lowest concurrency whose throughput is at least 80 % of the peak:
 a closed loop sets concurrency, not rate).
 """
 
@@ -29,33 +29,28 @@ import argparse
 import contextlib
 import json
 import multiprocessing
-import os
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import requests
 import torch
 from PIL import Image
 
-from deploy import ROOT, tool
+from deploy import ROOT
 from deploy.archive import build_archive
-from deploy.server import Ports, start_server
 from handlers.classifier import ArtClassifier
-from handlers.labels import write_label_map
-from handlers.model import build_model, load_checkpoint
-from loadtests.bench import ServeConfig, closed_loop, forward_rate, machine, summarise, write_model_config
+from loadtests.bench_gpu_servers import check_artserve, check_stock, is_stock_answer, serving, stock_archive
+from loadtests.bench_measure import closed_loop, forward_rate, summarise
+from loadtests.bench_servers import ServeConfig
 from loadtests.harness import random_checkpoint
+from loadtests.machine import machine
 from tagging.client import is_prediction
 
 #: The issue's targets on an H100/H200 (reported, not asserted).
 TARGETS = {"e2e_over_ceiling": 0.7, "artserve_over_stock": 10.0, "p99_ms_at_80pct_of_peak": 100.0}
-STOCK_NAME = "stock-classifier"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -133,11 +128,6 @@ def ceiling_sweep(checkpoint: Path, precisions: list[str], batches: list[int], s
     return {"img_s_by_precision_and_batch": by_precision, "best": best}
 
 
-def is_stock_answer(body: object) -> bool:
-    """The stock image_classifier's answer: a non-empty {label: probability} object."""
-    return isinstance(body, dict) and bool(body) and all(isinstance(v, float) for v in body.values())
-
-
 def load_level(pool, url: str, images: list[Path], clients: int, seconds: float, accept, processes: int) -> dict:
     """One closed-loop run of ``clients`` clients, spread over the pool's ``processes`` when there is a pool."""
     if pool is None:
@@ -170,75 +160,6 @@ def at_80_percent(levels: list[dict]) -> dict:
         "img_s_at_80pct": near["img_s"],
         "p99_ms_at_80pct": near.get("p99_ms"),
     }
-
-
-# ---------------------------------------------------------------------------------------------------
-# The two servers.
-
-
-def stock_archive(checkpoint: Path, config: ServeConfig, folder: Path) -> Path:
-    """A .mar for TorchServe's built-in ``image_classifier`` handler: a TorchScript trace of the checkpoint's model
-    in fp32 and a torchvision-style ``index_to_name.json`` ({"0": label, ...}), as TorchServe's docs build one."""
-    folder.mkdir(parents=True)
-    model, labels, preprocess = build_model(load_checkpoint(checkpoint))
-    example = torch.zeros(1, 3, preprocess.crop, preprocess.crop)
-    with torch.inference_mode():
-        torch.jit.trace(model.float().eval(), example).save(str(folder / "model.pt"))
-    write_label_map(folder / "index_to_name.json", labels)
-    model_config = write_model_config(folder / "model-config.yaml", config)
-    command = [str(tool("torch-model-archiver")), "--model-name", STOCK_NAME, "--version", "1.0"]
-    command += ["--serialized-file", str(folder / "model.pt"), "--handler", "image_classifier"]
-    command += ["--extra-files", str(folder / "index_to_name.json"), "--config-file", str(model_config)]
-    command += ["--export-path", str(folder), "--force"]
-    subprocess.run(command, check=True, env={**os.environ, "TMPDIR": str(folder)})
-    return folder / f"{STOCK_NAME}.mar"
-
-
-@contextlib.contextmanager
-def serving(mar: Path, folder: Path, env: dict[str, str]) -> Iterator[str]:
-    """A TorchServe for ``mar`` whose queue holds every client; yields its prediction URL and always stops it."""
-    server = start_server(mar, folder, Ports.free(), bind="127.0.0.1", overrides={"job_queue_size": "1024"}, env=env)
-    try:
-        server.wait_ready(600)
-        yield server.predict_url
-    finally:
-        server.stop()
-
-
-def post(url: str, image: Path) -> requests.Response:
-    return requests.post(url, data=image.read_bytes(), headers={"Content-Type": "image/jpeg"}, timeout=120)
-
-
-def check_artserve(url: str, images: list[Path], classifier: ArtClassifier) -> dict:
-    """artserve's answers agree with the in-process classifier (the served label's probability within 0.05)."""
-    problems = []
-    for image in images:
-        r = post(url, image)
-        if r.status_code != 200:
-            problems.append(f"{image.name}: HTTP {r.status_code} {r.text[:200]}")
-            continue
-        body = r.json()
-        local = classifier.predict(classifier.decode(image.read_bytes())[None])[0]
-        if body.get("label") not in classifier.labels:
-            problems.append(f"{image.name}: label {body.get('label')!r} is not one of {classifier.labels}")
-        elif abs(body["probability"] - float(local[classifier.labels.index(body["label"])])) > 0.05:
-            problems.append(f"{image.name}: served {body['probability']:.3f}, in-process {local.tolist()}")
-    return {"ok": not problems, "problems": problems, "checked": len(images)}
-
-
-def check_stock(url: str, images: list[Path], labels: list[str]) -> dict:
-    """The stock handler answers its top-5 {label: probability} over the model's labels, summing to at most 1."""
-    problems = []
-    for image in images:
-        r = post(url, image)
-        body = r.json() if r.status_code == 200 else None
-        if not isinstance(body, dict) or not body:
-            problems.append(f"{image.name}: HTTP {r.status_code} {r.text[:200]}")
-        elif not set(body) <= set(labels) or not 0.0 < sum(body.values()) <= 1.0001:
-            problems.append(f"{image.name}: {body} is not a top-k map over {labels}")
-        elif len(labels) <= 5 and abs(sum(body.values()) - 1.0) > 1e-3:
-            problems.append(f"{image.name}: all {len(labels)} classes answered but they sum to {sum(body.values())}")
-    return {"ok": not problems, "problems": problems, "checked": len(images)}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from loadtests import bench
+from loadtests import bench_measure
 from tests.images import pattern
 
 
@@ -14,7 +14,7 @@ def test_measure_reports_where_the_workers_time_went(ts_server, tmp_path):
         images.append(tmp_path / f"{i}.jpg")
         pattern((120 + 10 * i, 90), seed=i).save(images[-1], quality=90)
     args = argparse.Namespace(clients=2, warmup=1.0, duration=3.0)
-    result = bench.measure(ts_server.predict_url, images, args, metrics_url=ts_server.metrics_url, workers=1)
+    result = bench_measure.measure(ts_server.predict_url, images, args, metrics_url=ts_server.metrics_url, workers=1)
     assert result["requests"] > 0 and result["errors"] == 0, result
     spent = result["worker_time"]
     assert 0 < spent["in_handler"] <= 1.05, f"handler time must be a share of the window: {spent}"

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from loadtests.bench import cpu_seconds, cpu_shares
+from loadtests.bench_measure import cpu_seconds, cpu_shares
 
 # Burns 0.6 s of CPU once told to (a line on stdin), then sleeps.
 BURN = (
@@ -41,7 +41,7 @@ def test_cpu_shares_credit_a_busy_server_and_add_up():
 
 
 def test_worker_time_splits_the_window_by_the_handlers_counters():
-    from loadtests.bench import worker_time
+    from loadtests.bench_measure import worker_time
 
     before = {"ArtserveHandlerMs": 1000.0, "ArtservePreprocessMs": 100.0, "ArtserveBatches": 10, "ArtserveImages": 40}
     after = {

@@ -1,5 +1,6 @@
-"""deploy.container's inputs agree with the Dockerfile and the manifests (no container engine needed here;
-`make image-check` and `make kube-play` run the real thing, deploy/k8s/README.md "Build and run it here")."""
+"""deploy.container's and deploy.kube_play's inputs agree with the Dockerfile and the manifests (no container engine
+needed here; `make image-check` and `make kube-play` run the real thing, deploy/k8s/README.md "Build and run it
+here")."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import shutil
 import pytest
 import tomllib
 
-from deploy import ROOT, container
+from deploy import ROOT, container, kube_play, podman
+from deploy.k8s.check import render
 from tests.unit.test_k8s_docker import instructions, pyproject_pins
 
 
@@ -43,15 +45,15 @@ def test_the_pip_step_reads_the_wheelhouse_the_module_fills_and_the_context_lets
 
 
 def test_containers_conf_clears_the_default_ulimits_and_picks_runc():
-    conf = tomllib.loads(container.CONTAINERS_CONF.read_text(encoding="utf-8"))
+    conf = tomllib.loads(podman.CONTAINERS_CONF.read_text(encoding="utf-8"))
     assert conf["containers"]["default_ulimits"] == [], f"default ulimits not cleared: {conf}"
     assert conf["engine"]["runtime"] == "runc", f"crun fails on the VM's hybrid cgroups: {conf}"
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) is not installed")
 def test_kube_play_input_is_the_rendered_overlay_plus_host_ports_and_restart_policy_only():
-    plain = container.render(container.OVERLAY)
-    played = container.render_for_podman(container.OVERLAY, 18090, 18092)
+    plain = render(kube_play.OVERLAY)
+    played = kube_play.render_for_podman(kube_play.OVERLAY, 18090, 18092)
     pod = next(d for d in played if d["kind"] == "Deployment")["spec"]["template"]["spec"]
     ports = {p["containerPort"]: p.get("hostPort") for c in pod["containers"] for p in c.get("ports", [])}
     assert ports == {8080: 18090, 8082: 18092}, f"host ports for kube play: {ports}"
@@ -65,8 +67,8 @@ def test_kube_play_input_is_the_rendered_overlay_plus_host_ports_and_restart_pol
                 p.pop("hostPort", None)
     assert stripped == plain, "render_for_podman changed more than the host ports and the restart policy"
     images = {c["image"] for c in pod["containers"] + pod["initContainers"]}
-    assert {f"localhost/{image}" for image in images} == {container.IMAGE}, (
-        f"the overlay's image {images} does not resolve to the one make image builds ({container.IMAGE})"
+    assert {f"localhost/{image}" for image in images} == {podman.IMAGE}, (
+        f"the overlay's image {images} does not resolve to the one make image builds ({podman.IMAGE})"
     )
-    hook = container.pre_stop_command(played)
+    hook = kube_play.pre_stop_command(played)
     assert "--drain" in hook and "/home/model-server/model_ready.py" in hook, f"preStop is not the drain: {hook}"

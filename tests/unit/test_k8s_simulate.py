@@ -6,7 +6,7 @@ import numpy as np
 import yaml
 
 from deploy.k8s import simulate
-from deploy.k8s.simulate import (
+from deploy.k8s.hpa import (
     QUEUE_METRIC,
     RATE_METRIC,
     Autoscaler,
