@@ -18,12 +18,13 @@ help:
 	@echo "make stop                     stop the server started by make serve"
 	@echo "make status                   the model's workers as the management API reports them"
 	@echo "make archive [CHECKPOINT=...] build model_store/art-category.mar"
-	@echo "make train [RUN=runs/art5 TRAIN_ARGS=...]  train (training/README.md); make export / make evaluate"
+	@echo "make train [RUN=runs/art5 TRAIN_ARGS=...]  train (docs/training.md); make export / make evaluate"
 	@echo "make teacher [TEACHER_ARGS=...]  fine-tune the EfficientNet-Lite teacher for distillation"
 	@echo "make probe [PROBE_ARGS=...]   linear probes of the teacher candidates (minutes; to choose a variant)"
 	@echo "make tag [DIR=... URL=... OUT=...]  tag a folder/CSV of images through the server, with a review report"
 	@echo "make apply CORRECTIONS=... [OUT=runs/tag]  merge the report's corrections.csv into OUT/final_tags.csv"
 	@echo "make demo [DEMO_PORT=8090 API=http://127.0.0.1:8080]  the upload page (label, top 3, Grad-CAM) for make serve"
+	@echo "make docs-tables              the figure tables in README.md and docs/ from results/ (docs/benchmarks.md)"
 	@echo "make lint                     ruff (lint + format) and the import-linter contract (imports point one way)"
 	@echo "make test                     lint + unit + integration tests (no GPU needed)"
 	@echo "make loadtest [URL= USERS= DURATION=60|30s|2m SHAPE=steady|stages|spike PROMETHEUS_URL=]  Locust run + report"
@@ -72,7 +73,7 @@ status: venv
 archive: venv
 	$(PY) -m deploy.archive --checkpoint $(CHECKPOINT)
 
-# Training (training/README.md): RUN is the run directory; TRAIN_ARGS/EVAL_ARGS pass more flags.
+# Training (docs/training.md): RUN is the run directory; TRAIN_ARGS/EVAL_ARGS pass more flags.
 .PHONY: train teacher probe export evaluate
 RUN ?= runs/art5
 train: venv
@@ -134,6 +135,11 @@ bench-gpu:
 
 gpu-carry:
 	loadtests/gpu_carry.sh
+
+# Figures from commands (docs/benchmarks.md): results/model/ from the model card, then every marked table.
+.PHONY: docs-tables
+docs-tables: venv
+	$(PY) -m loadtests.figures
 
 # The layers contract in pyproject.toml ([tool.importlinter]): handlers <- deploy <- training <- tagging <- loadtests.
 lint: venv

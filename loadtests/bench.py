@@ -15,8 +15,10 @@ not a classifier, and the speed of a forward pass does not depend on the weights
 
 Load: ``--clients`` (default 4) closed-loop clients posting real JPEGs from ``--images`` (default
 ../shared/data/art5/val) through tagging/client.py, after a warm-up. Writes
-``loadtests/results/bench-<timestamp>/``: ``results.md`` (table), ``throughput_vs_p95.png``,
-``summary.json`` (best configuration: highest served throughput with p99 under ``--p99-target-ms``).
+``loadtests/results/bench-<timestamp>/`` (or ``--out``): ``results.md`` (table), ``throughput_vs_p95.png``,
+``summary.json`` (best configuration: highest served throughput with p99 under ``--p99-target-ms``) and
+``figures.json``/``figures.md`` (the docs' table, with date, machine and command: ``--out results/bench-cpu``,
+then ``make docs-tables``).
 Efficiency = served / ceiling at the configuration's effective batch size (its batchSize, at most
 the number of clients, since a closed loop never has more requests outstanding). ``--threads``
 (default: the core count) sets torch's threads in-process and in the naive server, and is split
@@ -39,6 +41,7 @@ import torch
 
 from deploy import ROOT
 from handlers.classifier import ArtClassifier
+from loadtests import figures
 from loadtests.bench_measure import ceiling, preprocess_ms
 from loadtests.bench_report import best_config, plot, table
 from loadtests.bench_servers import DEFAULT_CONFIGS, ServeConfig, parse_configs, run_ab, run_naive, run_served
@@ -148,6 +151,7 @@ def main(args: argparse.Namespace) -> dict:
         result["ceiling_speedup_vs_baseline"] = result["ceiling_img_s"] / baseline["ceiling_img_s"]
     fast = paths[precisions[-1]]
     summary = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "model": f"{args.arch} with random weights (throughput only, not a classifier), 224 px",
         "baseline": precisions[0],
         "fast_path": precisions[-1],
@@ -174,6 +178,7 @@ def main(args: argparse.Namespace) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     (out / "results.md").write_text(table(paths, ab), encoding="utf-8")
     plot(paths, out / "throughput_vs_p95.png")
+    figures.write(figures.bench_figures(summary), out)  # the docs' table (make docs-tables) when out is under results/
     print((out / "results.md").read_text())
     print(f"report: {out}")
     return summary
