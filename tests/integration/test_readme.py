@@ -1,4 +1,5 @@
-"""Execute the docs: every curl example in README.md runs against a real server and gets a prediction."""
+"""Execute the docs: README.md's two commands are the Makefile's and CI's, and every curl example in it runs against a
+real server and gets a prediction."""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ def readme_curl_commands() -> list[str]:
         joined = block.replace("\\\n", " ")
         commands += [line.strip() for line in joined.splitlines() if line.strip().startswith("curl ")]
     return commands
+
+
+def test_readme_two_commands_are_the_makefiles_and_ci_runs_the_test_one():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    first = re.findall(r"```bash\n(.*?)```", text, flags=re.S)[0]
+    commands = [line.split("#")[0].strip() for line in first.splitlines()]
+    assert commands == ["make serve", "make test"], f"README's first block should be the two commands: {commands}"
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^serve:", makefile, re.M) and re.search(r"^test:", makefile, re.M), "Makefile lacks serve/test"
+    assert "\nmake test\n" in (ROOT / ".ci" / "run").read_text(encoding="utf-8"), ".ci/run does not run make test"
 
 
 def test_readme_has_the_three_encodings():
