@@ -149,6 +149,10 @@ def model_figures(card_path: Path = CARD) -> dict:
     }
 
 
+def ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def bench_figures(summary: dict) -> dict:
     """``make bench``'s figures from its ``summary.json``: each compute path's best served configuration beside its
     in-process ceiling and the naive server, and ``ab -k`` against the checked-in configuration."""
@@ -160,8 +164,8 @@ def bench_figures(summary: dict) -> dict:
                 result["precision"],
                 best["name"].rsplit(",", 1)[0],
                 f"{result['served_img_s']:.2f}",
-                f"{result['p50_ms']:.0f}" if result.get("p50_ms") is not None else "-",
-                f"{result['p99_ms']:.0f}" if result.get("p99_ms") is not None else "-",
+                ms(result.get("p50_ms")),
+                ms(result.get("p99_ms")),
                 f"{result['ceiling_img_s']:.2f}",
                 f"{result['efficiency']:.2f}",
                 f"{result['vs_naive']:.2f}x" if result.get("vs_naive") else "-",
@@ -183,13 +187,13 @@ def bench_figures(summary: dict) -> dict:
     headline = [
         [
             f"serving throughput, {fast['precision']}, {summary['clients']} clients",
-            f"{fast['served_img_s']:.2f} img/s (p99 {fast['p99_ms']:.0f} ms); "
+            f"{fast['served_img_s']:.2f} img/s (p99 {ms(fast.get('p99_ms'))} ms); "
             f"{fast['served_img_s'] / baseline['served_img_s']:.2f}x {baseline['precision']}, "
             f"efficiency {fast['efficiency']:.2f}",
         ]
     ]
     return {
-        "title": "make bench: best served configuration per compute path (VGG16-BN, random weights, 224 px).",
+        "title": "make bench: the best served configuration of each compute path.",
         "date": summary.get("date", "not recorded"),
         "machine": summary["machine"],
         "command": summary["command"],
