@@ -24,6 +24,7 @@ from ts.torch_handler.base_handler import BaseHandler
 from handlers import MODEL_NAME
 from handlers.card import ARCHIVE_CARD
 from handlers.classifier import ArtClassifier
+from handlers.decode_pool import DecodeBudget
 from handlers.errors import InputError
 from handlers.payload import extract_image
 from handlers.threads import torch_threads
@@ -61,6 +62,9 @@ class ArtHandler(BaseHandler):
             name=model.get("modelName", MODEL_NAME),
             version=str(model.get("modelVersion", "unknown")),
         )
+        budget = DecodeBudget.from_config(config)
+        self.classifier.guard_decoding(budget)
+        logger.info("artserve: decode budget %s", budget)
         self.classifier.warm_up()
         self.initialized = True
         logger.info("artserve: %s", self.classifier)

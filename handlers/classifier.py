@@ -23,6 +23,7 @@ of the predicted label, always computed in float32). Nothing here imports TorchS
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,13 +33,22 @@ from torch import nn
 
 from handlers import MODEL_NAME
 from handlers.card import card_version
+from handlers.decode_pool import DecodeBudget, DecodePool
 from handlers.errors import InputError
 from handlers.explain import cam_grid, grad_cam
 from handlers.labels import read_label_map
 from handlers.model import build_model, load_checkpoint
 from handlers.postprocessing import prediction_body, probabilities
 from handlers.precision import FP32, Precision, resolve_precision
-from handlers.preprocessing import Limits, PreprocessConfig, normalize, preprocess_batch, preprocess_bytes
+from handlers.preprocessing import (
+    Guard,
+    Limits,
+    PreprocessConfig,
+    decode_crop,
+    normalize,
+    preprocess_batch,
+    preprocess_bytes,
+)
 from handlers.threads import count_setting
 
 
@@ -131,14 +141,26 @@ class ArtClassifier:
             decode_threads=decode_threads(config),
         )
 
+    #: Decodes on the CPU in child processes with a deadline and a memory budget (:meth:`guard_decoding`); None:
+    #: in this process.
+    _guard: Guard | None = None
+
+    def guard_decoding(self, budget: DecodeBudget) -> None:
+        """From now on decode each CPU image in a child process, within ``budget``'s time per image and memory per
+        classifier (``decode_pool``; serving); ``budget.timeout_s`` 0 leaves decoding in this process."""
+        if budget.timeout_s > 0:
+            work = functools.partial(decode_crop, cfg=self.preprocess, limits=self.limits)
+            self._guard = DecodePool(work, self.decode_threads, budget, draft_size=self.preprocess.resize)
+
     def decode(self, data: bytes) -> torch.Tensor:
         """One request's image bytes -> ``uint8 (3, crop, crop)``; raises an ``InputError`` for bad input."""
-        return preprocess_bytes(data, self.preprocess, self.limits)
+        return preprocess_bytes(data, self.preprocess, self.limits, self._guard)
 
     def decode_batch(self, items: Sequence[bytes]) -> list[torch.Tensor | InputError]:
         """Many requests' image bytes -> for each, ``uint8 (3, crop, crop)`` (on :attr:`decode_device` when it
         decoded there) or the ``InputError`` that answers that request alone."""
-        return preprocess_batch(list(items), self.preprocess, self.limits, self.decode_device, self._decode_pool)
+        items = list(items)
+        return preprocess_batch(items, self.preprocess, self.limits, self.decode_device, self._decode_pool, self._guard)
 
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
         """``uint8 (N, 3, H, W)`` on any device -> float32 probabilities ``(N, classes)`` on the CPU."""

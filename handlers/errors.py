@@ -32,3 +32,10 @@ class PayloadTooLarge(InputError):
 
 class UnsupportedMediaType(InputError):
     status, type = 415, "unsupported_media_type"
+
+
+class TooCostly(InputError):
+    """Within the size limits, but its structure would make decoding cost far more than its pixel count
+    (a JPEG with thousands of scans, a PNG of a million chunks), or its decode overran the time budget."""
+
+    status, type = 422, "too_costly"
