@@ -38,6 +38,8 @@ from handlers.errors import InputError, PayloadTooLarge, TooCostly
 _STORED = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 #: Bytes per pixel of the conversion to RGB (``decoding.to_rgb``): alpha composited on white holds RGBA, its white
 #: background and the RGB result; 16-bit and float hold the 8-bit band output and RGB; other modes the RGB result.
+#: The decoders' own buffers and the crop, whatever the size (measured peaks exceed the per-pixel sum by 2-5 MiB).
+_BUFFERS = 8 * 2**20
 _CONVERT = {"RGB": 0, "RGBA": 12, "LA": 12, "PA": 12, "I;16": 5, "I;16L": 5, "I;16B": 5, "I;16N": 5, "I": 5, "F": 5}
 
 
@@ -83,7 +85,7 @@ def decode_bytes(img: Image.Image, data_len: int, draft_size: int | None) -> int
     mode = "PA" if img.mode == "P" and "transparency" in img.info else img.mode
     per_pixel = 2 * _STORED.get(mode, 4) + _CONVERT.get(mode, 4) + (8 if img.format == "WEBP" else 0)
     coefficients = 2 * len(img.getbands()) * width * height if img.info.get("progressive") else 0
-    return data_len + pixels * per_pixel + coefficients
+    return _BUFFERS + data_len + pixels * per_pixel + coefficients
 
 
 class MemoryBudget:

@@ -4,9 +4,10 @@ The byte and pixel limits bound what an image *is*; these checks bound what it *
 where decoding work can grow beyond the pixel count (``docs/security.md``, "Decode cost"):
 
 * JPEG: every scan of a progressive JPEG passes over the whole image, so a file that repeats one small scan
-  thousands of times decodes for minutes. Scans are counted (``FF DA`` between the first scan and the end of the
-  first image: inside entropy-coded data ``FF`` is only ever followed by ``00`` or a restart marker) and refused over
-  :data:`MAX_JPEG_SCANS`; markers before and between scans (each parsed on its own) over :data:`MAX_JPEG_MARKERS`.
+  thousands of times decodes for minutes. Scans are counted (``FF DA`` from the first scan to the end of the first
+  image: inside entropy-coded data ``FF`` is only ever followed by ``00`` or a restart marker, so a regular expression
+  finds the markers alone) and refused over :data:`MAX_JPEG_SCANS`; markers before and between scans (each parsed on
+  its own) over :data:`MAX_JPEG_MARKERS`.
   Arithmetic, lossless and hierarchical JPEGs (no browser decodes them) are refused.
 * PNG: Pillow handles every chunk in Python, so chunks over :data:`MAX_PNG_CHUNKS` are refused; an eXIf chunk (parsed
   in Python when orientation is applied) over :data:`MAX_EXIF_BYTES`.
@@ -93,10 +94,17 @@ def _too_many(what: str, count: int | str, limit: int, hint: str) -> TooCostly:
 
 
 def _check_jpeg(data: bytes) -> None:
+    first_scan = _check_jpeg_header(data)
+    if first_scan is not None:
+        _check_jpeg_scans(data, first_scan)
+
+
+def _check_jpeg_header(data: bytes) -> int | None:
+    """The segments before the first scan; where that scan starts (None: no scan, Pillow will say why)."""
     i, markers = 2, 0
     while True:  # segments before the first scan
         if data[i] != 0xFF:
-            return
+            return None
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
             i += 1
@@ -110,18 +118,30 @@ def _check_jpeg(data: bytes) -> None:
             kind = _SOF_REFUSED[marker]
             raise UnsupportedMediaType(f"{kind} JPEG is not supported; send a baseline or progressive JPEG")
         if marker == 0xDA:
-            break
+            return i
+        if marker == 0xD9:
+            return None
+        i += 2 if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7 else 2 + struct.unpack_from(">H", data, i + 2)[0]
+
+
+def _check_jpeg_scans(data: bytes, i: int) -> None:
+    scans = between = 0
+    for found in _JPEG_MARKER.finditer(data, i):  # one pass, up to the first image's end: an MPO's others never decode
+        marker = data[found.start() + 1]
         if marker == 0xD9:
             return
-        i += 2 if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7 else 2 + struct.unpack_from(">H", data, i + 2)[0]
-    end = data.find(b"\xff\xd9", i)
-    end = len(data) if end < 0 else end  # the first image only: an MPO's others are never decoded
-    scans = data.count(b"\xff\xda", i, end)
-    if scans > MAX_JPEG_SCANS:
-        raise _too_many("JPEG scans", scans, MAX_JPEG_SCANS, "a progressive JPEG has about 10; re-save it")
-    between = len(_JPEG_MARKER.findall(data, i, end))
-    if between > MAX_JPEG_MARKERS:
-        raise _too_many("markers between its scans", between, MAX_JPEG_MARKERS, "a JPEG has a few dozen")
+        if marker == 0xDA:
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise _too_many(
+                    "JPEG scans", f"over {MAX_JPEG_SCANS}", MAX_JPEG_SCANS, "a progressive JPEG has about 10"
+                )
+        else:
+            between += 1
+            if between > MAX_JPEG_MARKERS:
+                raise _too_many(
+                    "markers between its scans", f"over {MAX_JPEG_MARKERS}", MAX_JPEG_MARKERS, "a few dozen"
+                )
 
 
 def _check_png(data: bytes) -> None:

@@ -6,7 +6,8 @@
     python -m loadtests.decode_cost --peaks          # in-process: peak memory per format at 7000x7000 vs estimate
 
 ``--random-weights tiny_vgg`` (or ``--checkpoint``) measures a throwaway server instead. The summary goes to
-``loadtests/results/decode_cost/<mode>.json`` and is printed.
+``loadtests/results/decode_cost/<mode>.json``, its table to ``results/decode-<mode>/figures.json`` (shown in
+docs/reliability.md by ``make docs-tables``), and is printed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from handlers.decode_pool import DecodeBudget, DecodePool, decode_bytes
 from handlers.decoding import Limits, open_image
 from handlers.preprocessing import PreprocessConfig, decode_crop, preprocess_bytes
 from loadtests.harness import add_target_args, target
+from loadtests.machine import machine
+
+FIGURES = Path(__file__).resolve().parent.parent / "results"
 
 OUT = Path(__file__).resolve().parent / "results" / "decode_cost"
 #: The served model's preprocessing (112 px crops of a 128 px resize).
@@ -147,12 +151,13 @@ def burst(t, image: bytes, count: int) -> dict:
 
 
 def overhead(repeats: int = 40) -> dict:
-    """Per image: in-process decode vs the same decode through the guard's child process (mean ms)."""
+    """Per image: in-process decode vs the same decode through the guard's child process (median ms, interleaved)."""
     images = {
         "JPEG 1024x768": photo((1024, 768)),
         "JPEG 4000x3000": photo((4000, 3000)),
         "PNG 800x600": photo((800, 600), "PNG"),
     }
+    images = {f"{name} ({len(data) / 1e6:.2f} MB)": data for name, data in images.items()}
     pool = DecodePool(functools.partial(decode_crop, cfg=SERVED, limits=Limits()), 1, DecodeBudget())
     rows = {}
     for name, data in images.items():
@@ -166,21 +171,25 @@ def overhead(repeats: int = 40) -> dict:
                 else:
                     preprocess_bytes(data, SERVED)
                 times[kind].append(time.perf_counter() - start)
-        means = {k: statistics.mean(v) * 1000 for k, v in times.items()}
+        means = {k: statistics.median(v) * 1000 for k, v in times.items()}
         rows[name] = {**{f"{k}_ms": round(v, 2) for k, v in means.items()},
                       "added_ms": round(means["guarded"] - means["in_process"], 2)}  # fmt: skip
     return rows
 
 
+#: One decode in a fresh interpreter, its peak RSS growth in KiB. VmHWM is the process's own high-water mark;
+#: ru_maxrss is not: it starts at the RSS of the process that forked it (Linux carries it across exec).
 PEAK_CODE = """
-import resource, sys
+import re, sys
 from handlers.decoding import Limits
 from handlers.preprocessing import PreprocessConfig, decode_crop
+def hwm():
+    return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
 cfg = PreprocessConfig(resize=128, crop=112)
 data = sys.stdin.buffer.read()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = hwm()
 decode_crop(data, cfg, Limits())
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+print(hwm() - before)
 """
 
 
@@ -228,11 +237,52 @@ def main(args: argparse.Namespace) -> dict:
     else:
         with target(args) as t:
             mode, summary = "server", {"target": t.description, **against_server(t)}
-    summary = {"command": "python -m loadtests.decode_cost " + " ".join(sys.argv[1:]), **summary}
+    command = "python -m loadtests.decode_cost " + " ".join(sys.argv[1:])
+    summary = {"command": command.strip(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "machine": machine(), **summary}  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{mode}.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    figures = FIGURES / f"decode-{mode}" / "figures.json"
+    figures.parent.mkdir(parents=True, exist_ok=True)
+    figures.write_text(json.dumps(figures_of(mode, summary), indent=2) + "\n", encoding="utf-8")
     print(json.dumps(summary, indent=2))
     return summary
+
+
+def figures_of(mode: str, s: dict) -> dict:
+    """The summary as a figures file (loadtests/figures.py)."""
+    fig = {key: s[key] for key in ("date", "machine", "command")}
+    fig["source"] = f"loadtests/results/decode_cost/{mode}.json"
+    if mode == "server":
+        b = s["burst"]
+        fig["title"] = f"Decode cost against a running server ({s['target']})."
+        fig["columns"] = ["request", "answer", "seconds"]
+        fig["rows"] = [[f"scan bomb, 7000x7000 JPEG, {name}", f"{r['status']} {r['type']}", f"{r['seconds']:.3f}"]
+                       for name, r in s["bombs"].items()]  # fmt: skip
+        fig["rows"] += [
+            ["valid 640x480 JPEG alone (median of 5)", "200", f"{s['valid_alone_s']:.3f}"],
+            ["the same sent 0.2 s after four scan bombs (median of 3)", "200", f"{s['valid_beside_four_bombs_s']:.3f}"],
+            [f"{b['images']} 16-bit 7000x7000 PNGs ({b['image_bytes']} bytes) at once", str(b["statuses"]),
+             f"{b['seconds']:.2f}"],
+        ]  # fmt: skip
+        fig["notes"] = [
+            f"Workers' RSS (workers and their decode children) over the burst: {b['baseline_rss_mib']} MiB before, "
+            f"{b['peak_rss_mib']} MiB at the peak: +{b['growth_mib']} MiB.",
+            f"Worker restarts during the run: {s['worker_restarts']}.",
+        ]
+    elif mode == "overhead":
+        fig["title"] = (
+            "The decode guard's cost per image on the normal path (in-process, median of 40 interleaved runs each)."
+        )
+        fig["columns"] = ["image", "decoded in-process ms", "through the guard's child ms", "added ms"]
+        fig["rows"] = [[name, f"{r['in_process_ms']:.2f}", f"{r['guarded_ms']:.2f}", f"{r['added_ms']:.2f}"]
+                       for name, r in s.items() if isinstance(r, dict) and "added_ms" in r]  # fmt: skip
+    else:
+        fig["title"] = "Peak memory of one decode (a fresh process per image) and the memory budget's estimate."
+        fig["columns"] = ["image", "file MB", "peak MiB", "estimate MiB"]
+        fig["rows"] = [[name, f"{r['file_mb']:.2f}", str(r["peak_mib"]), str(r["estimate_mib"])]
+                       for name, r in s.items() if isinstance(r, dict) and "peak_mib" in r]  # fmt: skip
+    return fig
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from handlers.decode_pool import DecodeBudget, DecodePool, MemoryBudget, decode_
 from handlers.decoding import Limits, decode_image, open_image, to_8bit_grey
 from handlers.errors import InputError, PayloadTooLarge, TooCostly
 from handlers.preprocessing import PreprocessConfig, decode_crop, preprocess_batch, preprocess_bytes
+from loadtests.decode_cost import PEAK_CODE
 from tests.hostile import animated, costly_cases, jpeg_scan_bomb, png16_gradient
 from tests.images import encode, jpeg, pattern
 from tests.unit.test_handler import initialized, model_dir, raw_request, run_batch
@@ -93,12 +94,7 @@ def test_a_16_bit_7000x7000_png_peaks_under_its_estimate():
     result and its RGB copy: under 0.5 GB, at or under what the memory budget charges for it."""
     data = png16_gradient(7000)
     estimate = decode_bytes(open_image(data), len(data), CFG.resize)
-    code = (
-        "import resource, sys; from handlers.preprocessing import PreprocessConfig, decode_crop, Limits;"
-        "data = sys.stdin.buffer.read(); cfg = PreprocessConfig(resize=72, crop=64);"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; decode_crop(data, cfg, Limits());"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)"
-    )
+    code = PEAK_CODE  # VmHWM in a fresh interpreter: ru_maxrss would start at this test process's RSS
     out = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True, check=True, cwd=os.getcwd())
     peak = int(out.stdout) * 1024
     assert peak < 500 * 2**20, f"decoding a 16-bit 7000x7000 PNG grew the process by {peak / 2**20:.0f} MiB"
