@@ -7,7 +7,8 @@ the handler's metrics. Requests of the explanations API (``POST /explanations/<m
 frontend marks each with the request header ``explain: True``) get Grad-CAM answers (``ArtClassifier.explain``)
 instead; a batch may mix both kinds, so the header is read per request, not for request 0 alone as
 TorchServe's ``BaseHandler._is_explain`` does. Decoding, prediction, explanation and the answer are
-``ArtClassifier``'s (``classifier.py``).
+``ArtClassifier``'s (``classifier.py``); ``initialize`` gives its CPU decoding the worker's decode budgets
+(``decode_pool.DecodeBudget``: a child process per decode thread, a deadline per image, a memory budget).
 """
 
 from __future__ import annotations

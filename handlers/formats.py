@@ -13,7 +13,8 @@ where decoding work can grow beyond the pixel count (``docs/security.md``, "Deco
   in Python when orientation is applied) over :data:`MAX_EXIF_BYTES`.
 * GIF: extension blocks before the first frame are parsed in Python: over :data:`MAX_GIF_BLOCKS` are refused. Only the
   first frame is ever decoded.
-* TIFF: strips and tiles each become a Python object: over :data:`MAX_TIFF_BLOCKS` are refused; compressions other
+* TIFF: strips and tiles each become a Python object: over :data:`MAX_TIFF_BLOCKS` are refused, and so are first
+  directories of over :data:`MAX_TIFF_TAGS` tags (each parsed in Python); compressions other
   than none, LZW, Deflate and PackBits (JPEG-in-TIFF can hide a scan bomb per strip; fax, JPEG 2000, ...) and
   BigTIFF are refused. Only the first page is decoded.
 * BMP: RLE-compressed bitmaps are decoded in pure Python by Pillow (seconds per megapixel): refused.
@@ -40,6 +41,8 @@ MAX_PNG_CHUNKS = 16384
 MAX_EXIF_BYTES = 65535
 MAX_GIF_BLOCKS = 1024
 MAX_TIFF_BLOCKS = 65536
+#: Tags in a TIFF's first directory (parsed one by one in Python); a camera or scanner writes a few dozen.
+MAX_TIFF_TAGS = 1024
 #: TIFF compressions decoded at a cost bounded by the pixel count: none, LZW, Adobe Deflate, Deflate, PackBits.
 TIFF_COMPRESSIONS = {1: "none", 5: "LZW", 8: "Deflate", 32946: "Deflate", 32773: "PackBits"}
 
@@ -179,6 +182,8 @@ def _check_tiff(data: bytes) -> None:
     order = "<" if data[:2] == b"II" else ">"
     ifd = struct.unpack_from(order + "I", data, 4)[0]
     entries = struct.unpack_from(order + "H", data, ifd)[0]
+    if entries > MAX_TIFF_TAGS:
+        raise _too_many("tags in its first TIFF directory", entries, MAX_TIFF_TAGS, "a TIFF has a few dozen")
     compression, blocks = 1, 0
     for k in range(entries):  # the first page's tags; later pages are never decoded
         tag, kind, count = struct.unpack_from(order + "HHI", data, ifd + 2 + 12 * k)

@@ -161,6 +161,13 @@ def tiff_claiming_strips(count: int) -> bytes:
     raise AssertionError("no StripOffsets tag in the generated TIFF")
 
 
+def tiff_with_tags(count: int) -> bytes:
+    """A small TIFF whose first directory claims ``count`` tags."""
+    data = bytearray(encode(pattern((16, 16)), "TIFF"))
+    struct.pack_into("<H", data, struct.unpack_from("<I", data, 4)[0], count)
+    return bytes(data)
+
+
 def bmp_rle() -> bytes:
     """An 8-bit BMP whose header says RLE8 compression."""
     data = bytearray(encode(pattern((16, 16)).convert("P"), "BMP"))
@@ -209,6 +216,7 @@ def costly_cases() -> list[Case]:
             status=415,
             type="unsupported_media_type",
         ),
+        Case("TIFF claiming 5000 tags", tiff_with_tags(5000), "image/tiff", status=422, type="too_costly"),
         Case("multi-page TIFF", animated("TIFF"), "image/tiff"),
         Case(
             "float TIFF",
