@@ -32,13 +32,14 @@ import torch
 from torch import nn
 
 from handlers import MODEL_NAME
+from handlers.calibration import Calibration
 from handlers.card import card_version
 from handlers.decode_pool import DecodeBudget, DecodePool
 from handlers.errors import InputError
 from handlers.explain import cam_grid, grad_cam
 from handlers.labels import read_label_map
 from handlers.model import build_model, load_checkpoint
-from handlers.postprocessing import prediction_body, probabilities
+from handlers.postprocessing import prediction_body
 from handlers.precision import FP32, Precision, resolve_precision
 from handlers.preprocessing import (
     Guard,
@@ -80,13 +81,16 @@ class ArtClassifier:
         precision: Precision = FP32,
         convert: bool = False,
         decode_threads: int = 1,
+        calibration: Calibration = Calibration(),
     ) -> None:
-        """``convert``: cast the model's weights and layout to ``precision`` now, once (serving); otherwise the
+        """``calibration``: the temperature applied to the logits and the review policy (identity: none).
+        ``convert``: cast the model's weights and layout to ``precision`` now, once (serving); otherwise the
         weights stay as they are and :meth:`predict` autocasts (a model that goes on training in fp32).
         ``decode_threads``: how many of a batch's images :meth:`decode_batch` decodes at once on the CPU."""
         self.model = model.eval()
         self.preprocess, self.labels = preprocess, list(labels)
         self.name, self.version, self.top_k, self.limits = name, version, top_k, limits
+        self.calibration = calibration
         self.device, self.precision, self.converted = torch.device(device), precision, convert
         #: Where :meth:`decode_batch` decodes JPEGs: the GPU on CUDA (nvJPEG), else None (Pillow on the CPU).
         self.decode_device = self.device if self.device.type == "cuda" else None
@@ -139,6 +143,7 @@ class ArtClassifier:
             precision=chosen,
             convert=True,
             decode_threads=decode_threads(config),
+            calibration=Calibration.from_checkpoint(ckpt),
         )
 
     #: Decodes on the CPU in child processes with a deadline and a memory budget (:meth:`guard_decoding`); None:
@@ -163,22 +168,26 @@ class ArtClassifier:
         return preprocess_batch(items, self.preprocess, self.limits, self.decode_device, self._decode_pool, self._guard)
 
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
-        """``uint8 (N, 3, H, W)`` on any device -> float32 probabilities ``(N, classes)`` on the CPU."""
+        """``uint8 (N, 3, H, W)`` on any device -> float32 probabilities ``(N, classes)`` on the CPU, calibrated
+        by the checkpoint's temperature when it has one."""
         x = batch.to(self.device, non_blocking=True)
         if self.precision.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = self.precision.dtype
         with torch.inference_mode():
             if self.converted:  # weights already in dtype: the input follows them, no per-call casts
-                return probabilities(self.model(normalize(x, self.preprocess).to(dtype or torch.float32))).cpu()
-            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-                return probabilities(self.model(normalize(x, self.preprocess))).cpu()
+                logits = self.model(normalize(x, self.preprocess).to(dtype or torch.float32))
+            else:
+                with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                    logits = self.model(normalize(x, self.preprocess))
+            return self.calibration.probabilities(logits).cpu()
 
     def encode(self, probs: torch.Tensor) -> dict:
-        """One image's probabilities -> the answer body (label, probability, top_k, model, model_version)."""
+        """One image's probabilities -> the answer body (label, probability, top_k, model, model_version; with a
+        review policy also ``review`` and ``review_below``)."""
         if not self.labels:
             raise ValueError("this classifier was built without labels, so it cannot encode answers")
-        return prediction_body(probs, self.labels, self.top_k, self.name, self.version)
+        return prediction_body(probs, self.labels, self.top_k, self.name, self.version, self.calibration.review_below)
 
     def warm_up(self) -> None:
         """One forward pass before the first request, so the first client does not pay for lazy initialisation."""

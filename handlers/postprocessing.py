@@ -13,19 +13,30 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 def prediction_body(
-    probs: torch.Tensor, labels: Sequence[str], top_k: int, model_name: str, model_version: str
+    probs: torch.Tensor,
+    labels: Sequence[str],
+    top_k: int,
+    model_name: str,
+    model_version: str,
+    review_below: float | None = None,
 ) -> dict:
-    """One image's response: the top label, its probability and the ``top_k`` best labels."""
+    """One image's response: the top label, its probability and the ``top_k`` best labels; under a review policy
+    (``review_below``, :mod:`handlers.calibration`) also whether a person should check the label, and the policy's
+    threshold."""
     k = max(1, min(top_k, len(labels)))
     values, indices = torch.topk(probs, k)
     ranked = [
         {"label": labels[i], "probability": round(float(p), 6)}
         for p, i in zip(values.tolist(), indices.tolist(), strict=True)
     ]
-    return {
+    body = {
         "label": ranked[0]["label"],
         "probability": ranked[0]["probability"],
         "top_k": ranked,
         "model": model_name,
         "model_version": model_version,
     }
+    if review_below is not None:
+        body["review"] = bool(float(values[0]) < review_below)
+        body["review_below"] = round(float(review_below), 6)
+    return body

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from deploy import ROOT
+from loadtests.confidence_figures import confidence_figures
 
 RESULTS = ROOT / "results"
 CARD = ROOT / "model_store" / "art-category.card.json"
@@ -237,6 +238,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     if not args.check:
         write(model_figures(), RESULTS / "model")
+        confidence = confidence_figures(CARD)
+        if confidence:
+            write(confidence, RESULTS / "confidence")
         for path in results_files():
             (ROOT / path).with_name("figures.md").write_text(render(load(path), path), encoding="utf-8")
     stale = []

@@ -289,6 +289,7 @@ def render(
     source: str,
     histogram_png: bytes,
     labels: Sequence[str] | None = None,
+    extra_html: str = "",
 ) -> str:
     """The whole HTML document for ``records`` (each a tags.jsonl record, optionally with ``true_label`` and
     ``explanation``); ``labels`` are the model's labels a curator chooses from (default: those in the records)."""
@@ -323,7 +324,7 @@ def render(
 <h1>Review report: {html.escape(source)}</h1>
 {_review_bar(labels, explained)}
 <p class="note">{len(records)} images; {len(tagged)} tagged by model version {html.escape(", ".join(versions) or "-")},
-{len(failed)} not tagged. Images with a top-1 probability below {review_below:g} are marked
+{len(failed)} not tagged. Images with a top-1 probability below the review threshold ({review_below:g}) are marked
 <span class="badge">review</span> (red border); a dashed outline marks a prediction that differs from a known true
 label.
 Within each category the least certain come first. Hover a picture for its path and top-k.
@@ -333,6 +334,7 @@ Accept or correct each tag with the buttons or the keys; decisions are kept in t
 </p>
 {_counts_table(tagged, len(failed))}
 <img src="{data_uri(histogram_png, "image/png")}" alt="confidence histogram">
+{extra_html}
 {_metrics_table(rows, n_known)}
 {"".join(sections)}
 <script id="review-data" type="application/json">{script_json(data)}</script>
@@ -347,10 +349,12 @@ def write_report(
     review_below: float,
     source: str | Path,
     labels: Sequence[str] | None = None,
+    extra_html: str = "",
 ) -> Path:
-    """Write ``path`` (HTML) and ``confidence.png`` beside it; returns ``path``."""
+    """Write ``path`` (HTML) and ``confidence.png`` beside it; returns ``path``. ``extra_html`` goes under the
+    histogram (the review rule's paragraph, ``tagging.review_policy``)."""
     path = Path(path)
     probabilities = [r["probability"] for r in records if r.get("probability") is not None]
     png = confidence_histogram(probabilities, review_below, path.with_name("confidence.png"))
-    path.write_text(render(records, review_below, str(source), png, labels), encoding="utf-8")
+    path.write_text(render(records, review_below, str(source), png, labels, extra_html), encoding="utf-8")
     return path

@@ -36,6 +36,8 @@ from tqdm import tqdm
 from handlers import MODEL_NAME
 from tagging.client import Client, Result
 from tagging.evaluate import labels_from
+from tagging.review_policy import ReviewRule, policy_html, resolve_rule, risk_coverage_png
+from tagging.review_policy import summary as review_summary
 from tagging.review_report import write_report
 from training import exit_on_bad_input
 from training.data import IMAGE_EXTENSIONS
@@ -43,7 +45,18 @@ from training.data import IMAGE_EXTENSIONS
 DEFAULT_URL = f"http://127.0.0.1:8080/predictions/{MODEL_NAME}"
 #: What a record keeps of an explanations answer (tagging.client gets the whole body).
 EXPLANATION_FIELDS = ("explains", "method", "cam", "height", "width", "crop_fraction", "model_version")
-CSV_FIELDS = ["path", "label", "probability", "top_k", "model_version", "review", "true_label", "status", "error"]
+CSV_FIELDS = [
+    "path",
+    "label",
+    "probability",
+    "top_k",
+    "model_version",
+    "review",
+    "policy_review_below",
+    "true_label",
+    "status",
+    "error",
+]
 
 
 @dataclass
@@ -120,13 +133,9 @@ def end_line(path: Path) -> None:
                 f.write(b"\n")
 
 
-def needs_review(record: dict, review_below: float) -> bool:
-    """A prediction whose top-1 probability is below ``review_below`` (a failure has none: not for review)."""
-    return record.get("probability") is not None and record["probability"] < review_below
-
-
-def to_record(result: Result, review_below: float) -> dict:
-    """One JSONL line: the prediction with its review flag at this run's threshold, or a failure's status, error."""
+def to_record(result: Result, rule: ReviewRule) -> dict:
+    """One JSONL line: the prediction with the model's policy threshold (``policy_review_below``, when it has one)
+    and its review flag under this run's rule, or a failure's status and error."""
     body = result.body if result.ok else {}
     record = {
         "path": result.path,
@@ -134,13 +143,14 @@ def to_record(result: Result, review_below: float) -> dict:
         "probability": body.get("probability"),
         "top_k": body.get("top_k"),
         "model_version": body.get("model_version"),
+        "policy_review_below": body.get("review_below"),
         "status": result.status,
         "error": result.error,
         "attempts": result.attempts,
         "seconds": round(result.seconds, 4),
         "tagged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return {**record, "review": needs_review(record, review_below)}
+    return {**record, "review": rule.needs_review(record)}
 
 
 def is_tagged(record: dict | None) -> bool:
@@ -180,9 +190,9 @@ class Tagger:
     the ``previous`` record of a path stays with its new record when the same model version answered."""
 
     def __init__(
-        self, client: Client, jsonl: Path, review_below: float, concurrency: int, previous: dict[str, dict]
+        self, client: Client, jsonl: Path, rule: ReviewRule, concurrency: int, previous: dict[str, dict]
     ) -> None:
-        self.client, self.jsonl, self.review_below, self.concurrency = client, jsonl, review_below, concurrency
+        self.client, self.jsonl, self.rule, self.concurrency = client, jsonl, rule, concurrency
         self.previous = previous
         self.records: dict[str, dict] = {}
         self.version: str | None = None
@@ -194,7 +204,7 @@ class Tagger:
         end_line(self.jsonl)
         with self.jsonl.open("a", encoding="utf-8") as out:
             for result in self.client.classify_many(paths, self.concurrency):
-                record = to_record(result, self.review_below)
+                record = to_record(result, self.rule)
                 before = self.previous.get(record["path"]) or {}
                 if is_explained(before) and before["model_version"] == record["model_version"]:
                     record.update(explanation=before["explanation"], explained_at=before.get("explained_at"))
@@ -241,8 +251,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--review-below",
         type=float,
-        default=0.5,
-        help="mark predictions with probability below this for human review (default: %(default)s)",
+        default=None,
+        help="mark predictions with probability below this for human review (default: the model's review policy, "
+        "as its answers state it; 0.5 for a model without one)",
+    )
+    p.add_argument(
+        "--card",
+        default=f"model_store/{MODEL_NAME}.card.json",
+        help="model card whose review policy the report quotes, when it describes the answering version "
+        "(default: %(default)s)",
     )
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default: %(default)s)")
@@ -281,7 +298,7 @@ def tag(collection: Collection, previous: dict[str, dict], jsonl: Path, args: ar
     """Send what :func:`plan_run` says to the endpoint, with a progress bar; the tagger holds the new records."""
     plan = plan_run(collection.paths, previous)
     client = Client(args.url, timeout=args.timeout, retries=args.retries, backoff=args.backoff)
-    tagger = Tagger(client, jsonl, args.review_below, args.concurrency, previous)
+    tagger = Tagger(client, jsonl, ReviewRule(args.review_below, ""), args.concurrency, previous)
     with tqdm(total=len(plan.first), unit="img", desc="tagging", file=sys.stderr, dynamic_ncols=True) as bar:
         tagger.send(plan.first, bar)
         stale = plan.stale(tagger.version, set(tagger.records))
@@ -301,7 +318,8 @@ def explain_url(args: argparse.Namespace) -> str:
 def explain_review(paths: list[str], previous: dict[str, dict], jsonl: Path, args: argparse.Namespace) -> dict:
     """Append, for each image flagged for review without a map of its model version, its record with the
     Grad-CAM ``explanation``; ``previous`` is updated. Failures are counted and reported, never stop the run."""
-    todo = [p for p in paths if is_tagged(previous.get(p)) and needs_review(previous[p], args.review_below)]
+    rule = ReviewRule(args.review_below, "")
+    todo = [p for p in paths if is_tagged(previous.get(p)) and rule.needs_review(previous[p])]
     todo = [p for p in todo if not is_explained(previous[p])]
     client = Client(explain_url(args), timeout=args.timeout, retries=args.retries, backoff=args.backoff)
     explained, failures = 0, []
@@ -330,14 +348,12 @@ def explain_review(paths: list[str], previous: dict[str, dict], jsonl: Path, arg
     return {"explained": explained, "explain_failed": len(failures), "explain_seconds": round(seconds, 3)}
 
 
-def output_records(
-    records: list[dict], collection: Collection, args: argparse.Namespace, labels: list[str]
-) -> list[dict]:
-    """Copies of ``records`` for the CSV and report: ``review`` for this ``--review-below``, ``true_label``."""
+def output_records(records: list[dict], collection: Collection, rule: ReviewRule, labels: list[str]) -> list[dict]:
+    """Copies of ``records`` for the CSV and report: ``review`` under this run's rule, ``true_label``."""
     truth = true_labels(collection, labels)
     out = []
     for record in records:
-        record = dict(record, review=needs_review(record, args.review_below))
+        record = dict(record, review=rule.needs_review(record))
         if record["path"] in truth:
             record["true_label"] = truth[record["path"]]
         out.append(record)
@@ -346,7 +362,7 @@ def output_records(
 
 def run(args: argparse.Namespace) -> dict:
     """Tag as ``args`` say; return the run's summary (also printed as one line)."""
-    if not 0.0 <= args.review_below <= 1.0:
+    if args.review_below is not None and not 0.0 <= args.review_below <= 1.0:
         raise ValueError(f"--review-below is {args.review_below}; it is a probability between 0 and 1")
     if args.explain_review and args.report_only:
         raise ValueError("--explain-review sends requests and --report-only sends none: choose one")
@@ -367,7 +383,8 @@ def run(args: argparse.Namespace) -> dict:
     tagged = [previous[p] for p in collection.paths if p in previous]
     labels = model_labels(args, tagged)
     (out / "labels.json").write_text(json.dumps({"labels": labels}, indent=2) + "\n", encoding="utf-8")
-    records = output_records(tagged, collection, args, labels)
+    rule = resolve_rule(args.review_below, tagged, args.card)
+    records = output_records(tagged, collection, rule, labels)
     write_csv(out / "tags.csv", records)
     versions = {r["model_version"] for r in new.values() if is_tagged(r)}
     summary = {
@@ -379,13 +396,17 @@ def run(args: argparse.Namespace) -> dict:
         "failed": len(collection.paths) - sum(is_tagged(r) for r in records),
         "failed_this_run": sum(not is_tagged(r) for r in new.values()),
         "review": sum(r["review"] for r in records),
+        "review_rule": rule.source,
+        **{k: v for k, v in review_summary(records, rule).items() if k != "rule"},
         "model_version": ", ".join(sorted(versions)) or None,
         "jsonl": str(jsonl),
         "csv": str(out / "tags.csv"),
         **explained,
     }
     if not args.no_report:
-        report = write_report(records, out / "report.html", args.review_below, args.source, labels)
+        png = risk_coverage_png(records, rule, out / "risk_coverage.png")
+        extra = policy_html(records, rule, png)
+        report = write_report(records, out / "report.html", rule.shown_threshold(records), args.source, labels, extra)
         summary["report"] = str(report)
     sent = (
         "report only, nothing sent"
@@ -395,7 +416,8 @@ def run(args: argparse.Namespace) -> dict:
     print(
         f"{sent}, skipped {summary['skipped']}, served model_version {summary['model_version']}; "
         f"{summary['failed']} of {summary['images']} not tagged; {summary['review']} for review "
-        f"(probability < {args.review_below})"
+        f"({rule.source}; {summary['accepted']} accepted, about {summary['expected_wrong_accepted']:g} of them "
+        "expected wrong)"
         + (
             f"; explained {explained['explained']} in {explained['explain_seconds']:.1f} s, "
             f"{explained['explain_failed']} explanations failed"

@@ -24,7 +24,8 @@ import torch
 from handlers.model import load_checkpoint
 from training import DATA_DIR, exit_on_bad_input
 from training.data import dev_splits
-from training.evaluate import compute_metrics, default_device, default_workers, evaluate_checkpoint
+from training.evaluate import default_device, default_workers, evaluate_checkpoint
+from training.metrics import compute_metrics
 
 
 def macro_f1_rows(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:

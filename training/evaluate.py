@@ -19,91 +19,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
 
+from handlers.calibration import Calibration
 from handlers.classifier import ArtClassifier
 from handlers.model import load_checkpoint
 from handlers.precision import precision_of, resolve_precision
 from handlers.preprocessing import PreprocessConfig
 from training import exit_on_bad_input
+from training.confidence import calibration_report
 from training.data import EvalImages, FolderScan, Sample, class_counts, scan_folder
-
-
-def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict:
-    """Classification metrics from scikit-learn for predictions given as label indices.
-
-    Averages run over the classes that occur in ``y_true`` or ``y_pred`` (scikit-learn's default), so
-    evaluating on a folder with only some of the model's classes does not count absent ones as F1 0.
-    ``confusion`` is over all of ``labels`` (rows: true class, columns: predicted class).
-    """
-    if len(y_true) == 0:
-        raise ValueError("no image was classified, so there are no metrics")
-    present = sorted(set(y_true) | set(y_pred))
-    report = classification_report(
-        y_true, y_pred, labels=present, target_names=[labels[i] for i in present], output_dict=True, zero_division=0
-    )
-    per_class = {
-        labels[i]: {k: report[labels[i]][k] for k in ("precision", "recall", "f1-score", "support")} for i in present
-    }
-    per_class = {
-        name: {"precision": m["precision"], "recall": m["recall"], "f1": m["f1-score"], "support": int(m["support"])}
-        for name, m in per_class.items()
-    }
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(report["macro avg"]["f1-score"]),
-        "weighted_f1": float(report["weighted avg"]["f1-score"]),
-        "per_class": per_class,
-        "n_images": len(y_true),
-        "labels": list(labels),
-        "confusion": confusion_matrix(y_true, y_pred, labels=list(range(len(labels)))).tolist(),
-    }
-
-
-def text_report(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> str:
-    present = sorted(set(y_true) | set(y_pred))
-    return classification_report(
-        y_true, y_pred, labels=present, target_names=[labels[i] for i in present], digits=3, zero_division=0
-    )
-
-
-def confusion_text(confusion: list[list[int]], labels: Sequence[str]) -> str:
-    first = max(len("true \\ predicted"), *(len(label) for label in labels))
-    width = max(6, *(len(label) for label in labels)) + 1
-    head = "true \\ predicted".ljust(first) + "".join(label.rjust(width) for label in labels)
-    rows = [
-        label.ljust(first) + "".join(str(n).rjust(width) for n in row)
-        for label, row in zip(labels, confusion, strict=True)
-    ]
-    return "\n".join([head, *rows])
-
-
-def plot_confusion(confusion: list[list[int]], labels: Sequence[str], path: str | Path, title: str) -> None:
-    """Confusion matrix as a PNG: counts in the cells, colour by the share of the true class (row)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    counts = np.asarray(confusion)
-    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    size = 1.2 + 0.9 * len(labels)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
-    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    for (r, c), n in np.ndenumerate(counts):
-        ax.text(c, r, str(n), ha="center", va="center", color="white" if shares[r, c] > 0.5 else "black")
-    fig.colorbar(image, ax=ax, label="share of the true class")
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+from training.metrics import compute_metrics, confusion_text, plot_confusion, plot_reliability, text_report
 
 
 def default_device() -> torch.device:
@@ -236,6 +162,16 @@ def report(
     title = f"{Path(args.data_dir).name}: accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['macro_f1']:.3f}"
     plot_confusion(metrics["confusion"], scan.classes, png, title)
     print(f"confusion matrix: {png}")
+    if "confidence" in metrics:
+        c, floor = metrics["confidence"], metrics["confidence"]["ece_if_perfectly_calibrated"]
+        reliability_png = str(png).removesuffix(".png").removesuffix(".confusion") + ".reliability.png"
+        plot_reliability(c, reliability_png, f"{Path(args.data_dir).name}: reliability")
+        print(
+            f"expected calibration error {c['ece']:.4f}"
+            + (f" (before calibration {c['ece_uncalibrated']:.4f})" if c["calibrated"] else " (not calibrated)")
+            + f"; a perfectly calibrated model would show {floor['q05']:.3f}-{floor['q95']:.3f} on these images; "
+            f"reliability diagram: {reliability_png}"
+        )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -292,6 +228,8 @@ def run(args: argparse.Namespace) -> dict:
             f"{check['precision']} vs fp32 on {check['n_images']} images: {check['changed_predictions']} top-1 "
             f"predictions changed, largest probability difference {check['max_probability_difference']:.2e}"
         )
+    calibration = Calibration.from_checkpoint(load_checkpoint(args.checkpoint))
+    source["confidence"] = calibration_report(probs, torch.tensor(y_true), calibration.temperature)
     return report(args, scan, (y_true, y_pred, failures), seconds, source)
 
 

@@ -25,8 +25,11 @@ from handlers import MODEL_NAME
 from handlers.card import default_card_path, sha256_file
 from handlers.classifier import ArtClassifier
 from handlers.model import build_model, load_checkpoint, save_checkpoint
+from training import DATA_DIR
+from training import calibrate as calibration
 from training.data import class_counts, content_digests, find_splits, run_splits
-from training.evaluate import compute_metrics, default_device, default_workers, eval_loader, predict_batches
+from training.evaluate import default_device, default_workers, eval_loader, predict_batches
+from training.metrics import compute_metrics
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -169,8 +172,10 @@ def export(
     device: torch.device | None = None,
     notes: str | None = None,
     precision: str = "auto",
+    calibrate_with: argparse.Namespace | None = None,
 ) -> tuple[Path, dict]:
-    """Write the compact checkpoint and its card; returns (checkpoint path, card)."""
+    """Write the compact checkpoint and its card; returns (checkpoint path, card). ``calibrate_with``:
+    ``training.calibrate``'s arguments, to store the temperature and review policy too (None: neither)."""
     source = Path(run_dir) / checkpoint
     ckpt = load_checkpoint(source)
     if "training" not in ckpt:
@@ -187,6 +192,9 @@ def export(
         )
     card = make_card(name, ckpt, output, dtype, comparison, notes)
     default_card_path(output).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    if calibrate_with is not None:  # temperature and review policy on the images the model never trained on
+        exported = load_checkpoint(output)
+        card = calibration.write(output, output, exported, calibration.calibrate(exported, calibrate_with)) or card
     return output, card
 
 
@@ -210,9 +218,30 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default=None, help="device for the check (default: cuda if available, else cpu)")
     p.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="store no temperature and review policy (training.calibrate; default: fit both on the images the "
+        "model never trained on, which needs the run's data)",
+    )
+    p.add_argument(
+        "--max-error", type=float, default=0.02, help="review policy: most accepted tags wrong (default: %(default)s)"
+    )
+    p.add_argument(
+        "--confidence", type=float, default=0.95, help="review policy: confidence of that bound (default: %(default)s)"
+    )
+    p.add_argument(
         "--notes", default=None, help="free text for the card: intended use, limitations, provenance (default: none)"
     )
     return p
+
+
+def calibration_args(args: argparse.Namespace) -> argparse.Namespace:
+    """``training.calibrate``'s arguments for the exported model: the run's data, this command's policy."""
+    record = load_checkpoint(Path(args.run_dir) / args.checkpoint).get("training") or {}
+    flags = [str(args.output), "--data", str((record.get("args") or {}).get("data", DATA_DIR))]
+    flags += ["--max-error", str(args.max_error), "--confidence", str(args.confidence)]
+    flags += ["--device", args.device] if args.device else []
+    return calibration.get_args_parser().parse_args(flags)
 
 
 def main(args: argparse.Namespace) -> None:
@@ -228,11 +257,14 @@ def main(args: argparse.Namespace) -> None:
             device,
             args.notes,
             args.precision,
+            None if args.no_calibrate else calibration_args(args),
         )
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e} (--no-eval skips the validation check when the run's data is not here)") from None
     print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {args.dtype}) and {default_card_path(output)}")
     print(f"version {card['version']}")
+    if card.get("calibration"):
+        calibration.print_entry(card["calibration"])
     check = card["metrics"].get("export_check")
     if check:
         ref, exp = check["reference"], check["exported"]

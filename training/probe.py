@@ -33,7 +33,7 @@ from handlers.precision import native_autocast_dtype
 from training import DATA_DIR
 from training.cache import ImageCache, view_batch
 from training.data import dev_splits
-from training.evaluate import compute_metrics
+from training.metrics import compute_metrics
 from training.teacher import VARIANTS, Teacher, package_weights
 
 SPLITS = ("train", "dev", "val")

@@ -33,7 +33,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
-from torch import nn
 
 from handlers.model import ArtVGG, build_model, load_checkpoint, save_checkpoint
 from handlers.precision import native_autocast_dtype
@@ -42,7 +41,8 @@ from training import options, runlog, schedule
 from training.cache import ImageCache, ViewConfig, epoch_order, step_generator, view_batch
 from training.data import class_counts, content_digests, run_splits
 from training.distill import distillation_loss
-from training.evaluate import compute_metrics, default_workers, eval_loader, predict
+from training.evaluate import default_workers, eval_loader, predict
+from training.metrics import compute_metrics
 from training.schedule import size_at
 from training.teacher import load_teachers  # its model code is imported only when a teacher is built
 from training.timing import time_steps
@@ -126,7 +126,7 @@ class Trainer:
             )
         self.optimizer = schedule.make_optimizer(args, self.model)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.criterion = make_criterion(args, self.train, self.splits.classes, self.device)
+        self.criterion = schedule.make_criterion(args, self.train, self.splits.classes, self.device)
         start = time.perf_counter()
         self.cache = ImageCache(self.train, args.cache_side)
         self.cache_seconds = time.perf_counter() - start
@@ -370,14 +370,6 @@ class Trainer:
         torch.save(ckpt, tmp)
         tmp.replace(self.run_dir / "best.pt")
         return m
-
-
-def make_criterion(args: argparse.Namespace, train: list, classes: list[str], device: torch.device) -> nn.Module:
-    weight = None
-    if args.class_weights == "balanced":
-        counts = torch.tensor(list(class_counts(train, classes).values()), dtype=torch.float32)
-        weight = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(device)
-    return nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
 
 
 def main(args: argparse.Namespace) -> Path:

@@ -20,7 +20,18 @@ from tests.images import ART5_LABELS, corrupt_jpeg, jpeg
 pytestmark = pytest.mark.integration
 
 REVIEW_BELOW = 0.3
-CSV_COLUMNS = {"path", "label", "probability", "top_k", "model_version", "review", "true_label", "status", "error"}
+CSV_COLUMNS = {
+    "path",
+    "label",
+    "probability",
+    "top_k",
+    "model_version",
+    "review",
+    "policy_review_below",
+    "true_label",
+    "status",
+    "error",
+}
 
 
 def requests_total(server) -> float:
@@ -200,3 +211,35 @@ def test_report_renders_in_headless_chromium(first_run, tmp_path):
         assert img.size == (1280, 2000), f"screenshot size {img.size}"
         spread = ImageStat.Stat(img.convert("L")).stddev[0]
     assert spread > 10, f"the screenshot is nearly uniform (stddev {spread:.1f}): the report did not render"
+
+
+def test_tagging_flags_by_the_served_models_review_policy(tiny_checkpoint, tmp_path):
+    """A checkpoint with a calibration entry, packed and served by a real TorchServe: its answers carry the policy,
+    and make tag's default rule is that policy (a run-level --review-below still overrides it)."""
+    import torch
+
+    from deploy.archive import build_archive
+    from tests.conftest import run_server
+
+    ckpt = torch.load(tiny_checkpoint, weights_only=True)
+    ckpt["state_dict"]["classifier.6.weight"] *= 1e5  # random logits are ~1e-5: make the answers differ
+    ckpt["calibration"] = {"temperature": 3.0, "review_policy": {"review_below": 0.6}}
+    calibrated = tmp_path / "calibrated.pt"
+    torch.save(ckpt, calibrated)
+    mar = build_archive(calibrated, tmp_path / "store")
+    make_collection(tmp_path / "images")
+    server_gen = run_server(mar, tmp_path / "run")
+    server = next(server_gen)
+    try:
+        argv = [str(tmp_path / "images"), "--url", server.predict_url, "--out", str(tmp_path / "out")]
+        summary = run(get_args_parser().parse_args([*argv, "--labels-from", str(calibrated)]))
+        records = [r for r in read_jsonl(tmp_path / "out" / "tags.jsonl") if r.get("label")]
+        assert records and all(r["policy_review_below"] == 0.6 for r in records), f"answers: {records[:2]}"
+        assert all(r["review"] == (r["probability"] < 0.6) for r in records), "review must follow the policy"
+        assert "review policy" in summary["review_rule"], f"the run must record its rule: {summary['review_rule']}"
+        report = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+        assert 'id="review-rule"' in report and "risk-coverage" in report, "the report must show the rule and curve"
+        again = run(get_args_parser().parse_args([*argv, "--labels-from", str(calibrated), "--review-below", "0.0"]))
+        assert again["review"] == 0 and again["review_rule"] == "--review-below 0", f"override ignored: {again}"
+    finally:
+        server_gen.close()

@@ -11,7 +11,7 @@ from loadtests.harness import LABELS, random_checkpoint
 from tests.imagefolder import make_train_val
 from training import compare
 from training.data import find_splits, split_dev
-from training.evaluate import compute_metrics
+from training.metrics import compute_metrics
 
 
 def test_row_macro_f1_is_compute_metrics_macro_f1():

@@ -9,7 +9,7 @@ import pytest
 from handlers.model import load_checkpoint
 from loadtests.harness import random_checkpoint
 from tests.imagefolder import add_unreadable, make_image_folder
-from training import evaluate
+from training import evaluate, metrics
 from training.data import scan_folder
 
 REQUIRED_KEYS = {"accuracy", "macro_f1", "weighted_f1", "per_class", "n_images", "images_per_second"}
@@ -19,7 +19,7 @@ def test_metrics_match_a_hand_checked_confusion():
     # rows = true class, columns = predicted:   a: [2 1 0]   b: [0 1 1]   c: [1 0 3]
     y_true = [0, 0, 0, 1, 1, 2, 2, 2, 2]
     y_pred = [0, 0, 1, 1, 2, 2, 2, 2, 0]
-    m = evaluate.compute_metrics(y_true, y_pred, ["a", "b", "c"])
+    m = metrics.compute_metrics(y_true, y_pred, ["a", "b", "c"])
     assert m["confusion"] == [[2, 1, 0], [0, 1, 1], [1, 0, 3]], f"confusion wrong: {m['confusion']}"
     assert m["accuracy"] == pytest.approx(6 / 9), m["accuracy"]
     # a: P = 2/3 (2 of 3 predicted a), R = 2/3; b: P = 1/2, R = 1/2; c: P = 3/4, R = 3/4.
@@ -36,7 +36,7 @@ def test_metrics_match_a_hand_checked_confusion():
 
 
 def test_classes_absent_from_the_folder_do_not_drag_the_macro_average():
-    m = evaluate.compute_metrics([0, 0, 1, 1], [0, 0, 1, 1], ["a", "b", "c", "d"])
+    m = metrics.compute_metrics([0, 0, 1, 1], [0, 0, 1, 1], ["a", "b", "c", "d"])
     assert m["macro_f1"] == 1.0, f"absent classes c, d were averaged in as F1 0: {m['macro_f1']}"
     assert set(m["per_class"]) == {"a", "b"}, m["per_class"]
     assert len(m["confusion"]) == 4, "the confusion matrix should cover all of the model's labels"

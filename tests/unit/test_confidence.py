@@ -1,0 +1,174 @@
+"""Calibrated confidence and the review policy: the statistics (training.confidence), the serving side
+(handlers.calibration through ArtClassifier) and the tagging rule (tagging.review_policy)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from handlers.calibration import Calibration
+from handlers.classifier import ArtClassifier
+from handlers.model import build_model, load_checkpoint
+from handlers.preprocessing import normalize, preprocess_bytes
+from loadtests.harness import random_checkpoint
+from tagging.client import Result
+from tagging.review_policy import FALLBACK_REVIEW_BELOW, ReviewRule, resolve_rule, summary
+from tagging.tag_collection import to_record
+from tests.images import jpeg
+from training.confidence import (
+    apply_temperature,
+    calibration_report,
+    choose_temperature,
+    clopper_pearson_upper,
+    expected_calibration_error,
+    fit_class_temperatures,
+    fit_temperature,
+    select_review_below,
+)
+
+
+def synthetic(n: int, temperature: float, seed: int = 0, classes: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits whose labels are drawn from softmax(logits / temperature): that temperature calibrates them."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, classes, generator=gen) * 3
+    labels = torch.multinomial(torch.softmax(logits / temperature, 1), 1, generator=gen).flatten()
+    return logits, labels
+
+
+@pytest.mark.parametrize("true_t", [0.5, 1.0, 2.5])
+def test_temperature_fit_recovers_a_known_temperature(true_t):
+    logits, labels = synthetic(8000, true_t)
+    fitted = fit_temperature(logits, labels)
+    assert abs(fitted - true_t) / true_t < 0.05, f"fitted {fitted:.3f}, labels were drawn at T={true_t}"
+    before = expected_calibration_error(torch.softmax(logits, 1), labels)
+    after = expected_calibration_error(apply_temperature(logits, fitted), labels)
+    assert after < 0.02, f"ECE after the fit is {after:.4f} (before {before:.4f})"
+
+
+def test_class_temperatures_recover_one_per_predicted_class_and_keep_the_top_label():
+    logits, _ = synthetic(12000, 1.0, seed=1, classes=3)
+    temps = torch.tensor([0.5, 1.0, 2.0])
+    gen = torch.Generator().manual_seed(2)
+    labels = torch.multinomial(torch.softmax(logits / temps[logits.argmax(1)][:, None], 1), 1, generator=gen)
+    fitted = fit_class_temperatures(logits, labels.flatten())
+    for want, got in zip(temps.tolist(), fitted, strict=True):
+        assert abs(got - want) / want < 0.1, f"per-class temperatures {fitted}, drawn at {temps.tolist()}"
+    assert torch.equal(apply_temperature(logits, fitted).argmax(1), logits.argmax(1)), "calibration moved a top label"
+    chosen = choose_temperature(logits, labels.flatten(), torch.ones(len(labels)))
+    assert chosen["kind"] == "per_class", f"cross-validation should prefer per-class here: {chosen}"
+
+
+def test_clopper_pearson_matches_closed_forms():
+    assert clopper_pearson_upper(0, 0, 0.05) == 1.0
+    # zero errors in n: the bound is 1 - delta ** (1 / n)
+    assert abs(clopper_pearson_upper(0, 300, 0.05) - (1 - 0.05 ** (1 / 300))) < 1e-9
+    assert clopper_pearson_upper(3, 100, 0.05) > 0.03, "the upper bound must exceed the observed rate"
+
+
+def test_review_policy_holds_its_bound_over_many_draws():
+    """Draw calibration sets and fresh test sets from one population; the chosen threshold's true error rate
+    among accepted tags must exceed max_error in at most delta of the draws (plus sampling slack)."""
+    max_error, delta, draws = 0.1, 0.1, 200
+    gen = torch.Generator().manual_seed(3)
+
+    def population(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        conf = torch.rand(n, generator=gen) * 0.5 + 0.5  # top-1 probabilities in [0.5, 1)
+        wrong_p = (1 - conf) * 0.5  # error among accepted: 12.5 % at 0.5, 10 % at 0.6, 5 % at 0.8
+        correct = torch.rand(n, generator=gen) >= wrong_p
+        return conf, correct
+
+    big_conf, big_correct = population(200_000)
+    violations, chosen_any = 0, 0
+    for _ in range(draws):
+        conf, correct = population(1000)
+        policy = select_review_below(conf, correct, max_error, delta)
+        if policy["accepted"] == 0:
+            continue
+        chosen_any += 1
+        accepted = big_conf >= policy["review_below"]
+        true_rate = float((~big_correct[accepted]).float().mean())
+        violations += true_rate > max_error
+    assert chosen_any > draws // 2, f"the policy chose a threshold in only {chosen_any} of {draws} draws"
+    assert violations / draws <= delta, f"bound violated in {violations} of {draws} draws (delta {delta})"
+
+
+def test_no_threshold_qualifies_sends_every_tag_to_review():
+    conf = torch.full((50,), 0.99)
+    correct = torch.tensor([True] * 40 + [False] * 10)
+    policy = select_review_below(conf, correct, 0.02, 0.05)
+    assert policy["accepted"] == 0 and policy["review_below"] > 1, f"a 20 % error set got a policy: {policy}"
+    assert Calibration(1.0, policy["review_below"]).review(0.999999), "every tag must go to review"
+
+
+def test_calibration_report_undoes_the_served_temperature():
+    logits, labels = synthetic(3000, 2.0, seed=4)
+    temps = [2.0, 1.5, 2.5, 1.0, 3.0]
+    served = apply_temperature(logits, temps)
+    report = calibration_report(served, labels, temps)
+    raw = expected_calibration_error(torch.softmax(logits, 1), labels)
+    assert abs(report["ece_uncalibrated"] - raw) < 1e-6, f"{report['ece_uncalibrated']} vs the raw softmax's {raw}"
+    floor = report["ece_if_perfectly_calibrated"]
+    assert 0 < floor["q05"] <= floor["mean"] <= floor["q95"], f"noise floor {floor}"
+
+
+def calibrated_checkpoint(tmp_path, temperature, review_below):
+    path = random_checkpoint(tmp_path / "tiny.pt", "tiny_vgg")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["state_dict"]["classifier.6.weight"] *= 1e5  # random logits are ~1e-5: make them O(1)
+    ckpt["calibration"] = {"temperature": temperature, "review_policy": {"review_below": review_below}}
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.mark.parametrize("temperature", [2.0, [2.0, 3.0, 0.5, 1.5, 4.0]])
+def test_serving_applies_the_checkpoints_temperature(tmp_path, temperature):
+    path = calibrated_checkpoint(tmp_path, temperature, 0.4)
+    classifier = ArtClassifier.load(path, precision="fp32")
+    model, _, cfg = build_model(load_checkpoint(path))
+    batch = torch.stack([preprocess_bytes(jpeg(seed=s), cfg) for s in range(4)])
+    with torch.inference_mode():
+        logits = model(normalize(batch, cfg))
+    served = classifier.predict(batch)
+    per_row = torch.tensor(temperature if isinstance(temperature, list) else [temperature] * 5)[logits.argmax(1)]
+    expected = torch.softmax(logits / per_row[:, None], 1)
+    assert torch.allclose(served, expected, atol=1e-6), f"served {served} vs softmax(logits / T) {expected}"
+    assert not torch.allclose(served, torch.softmax(logits, 1), atol=1e-4), "the temperature changed nothing"
+    body = classifier.encode(served[0])
+    assert body["review"] == (body["probability"] < 0.4) and body["review_below"] == 0.4, f"answer {body}"
+
+
+def test_checkpoint_without_calibration_serves_as_before(tmp_path):
+    path = random_checkpoint(tmp_path / "tiny.pt", "tiny_vgg")
+    classifier = ArtClassifier.load(path, precision="fp32")
+    assert classifier.calibration == Calibration(), f"identity expected, got {classifier.calibration}"
+    body = classifier.encode(classifier.predict(preprocess_bytes(jpeg(seed=1), classifier.preprocess)[None])[0])
+    assert "review" not in body and "review_below" not in body, f"no policy, yet the answer says {body}"
+
+
+def test_calibration_refuses_a_temperature_list_of_the_wrong_length():
+    with pytest.raises(ValueError, match="temperatures"):
+        Calibration.from_checkpoint({"labels": ["a", "b"], "calibration": {"temperature": [1.0, 2.0, 3.0]}})
+
+
+def answer(path: str, probability: float, review_below: float | None) -> Result:
+    body = {"label": "painting", "probability": probability, "top_k": [], "model_version": "v1"}
+    if review_below is not None:
+        body |= {"review": probability < review_below, "review_below": review_below}
+    return Result(path=path, status=200, body=body, error=None, attempts=1, seconds=0.01)
+
+
+def test_tagging_flags_by_the_models_policy_unless_told_otherwise(tmp_path):
+    records = [to_record(answer(f"/{i}.jpg", p, 0.9), ReviewRule(None, "")) for i, p in enumerate((0.95, 0.85))]
+    assert [r["review"] for r in records] == [False, True], f"policy 0.9 flags: {records}"
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"version": "v1", "calibration": {"review_policy": {"max_error": 0.02}}}))
+    rule = resolve_rule(None, records, card)
+    assert "policy" in rule.source and rule.policy == {"max_error": 0.02}, f"rule {rule}"
+    assert summary(records, rule)["accepted"] == 1, summary(records, rule)
+    override = resolve_rule(0.8, records, card)
+    assert not any(override.needs_review(r) for r in records) and override.source == "--review-below 0.8"
+    old = [to_record(answer("/x.jpg", 0.45, None), ReviewRule(None, ""))]
+    fallback = resolve_rule(None, old, card)
+    assert old[0]["review"] and fallback.threshold(old[0]) == FALLBACK_REVIEW_BELOW, f"fallback: {fallback}"

@@ -1,0 +1,232 @@
+"""The statistics behind calibrated confidence and the review policy (pure functions on tensors).
+
+* :func:`fit_temperature`: the T that minimises the negative log-likelihood of ``softmax(logits / T)``
+  (temperature scaling, Guo et al. 2017); :func:`fit_class_temperatures` one T per predicted class;
+  :func:`choose_temperature` picks between them by cross-validation.
+* :func:`expected_calibration_error` and :func:`reliability`: how far the top-1 probability is from the share of
+  right answers, over equal-width probability bins.
+* :func:`select_review_below`: the lowest threshold on the top-1 probability whose accepted tags are wrong at most
+  ``max_error`` of the time, with probability ``1 - delta`` over the images it was chosen on. Each threshold of a
+  fixed grid gets a one-sided Clopper-Pearson upper bound on its accepted tags' error rate at level
+  ``delta / len(grid)`` (Bonferroni), so the bound holds for all of them at once and so for the one chosen, by a
+  distribution-free argument (Learn then Test, Angelopoulos et al. 2021). The images must be exchangeable with the
+  ones the policy will see and must not have chosen anything else (the temperature is fitted on other images).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from scipy.stats import beta
+
+#: Thresholds the review policy may choose among (calibrated top-1 probabilities), fixed before any data.
+REVIEW_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995)
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> float:
+    """The temperature minimising the (``weights``-weighted) mean NLL of ``softmax(logits / T)``; found by
+    golden-section search over log T in [log 0.05, log 20] (the NLL is convex in 1/T, so this finds its minimum)."""
+    logits, targets = logits.double(), targets.long()
+    weights = torch.ones(len(targets), dtype=torch.float64) if weights is None else weights.double()
+
+    def loss(log_t: float) -> float:
+        per_image = torch.nn.functional.cross_entropy(logits / math.exp(log_t), targets, reduction="none")
+        return float((per_image * weights).sum() / weights.sum())
+
+    lo, hi = math.log(0.05), math.log(20.0)
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = loss(a), loss(b)
+    for _ in range(40):  # the bracket shrinks to 0.618^40 (~1e-8) of its width
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = loss(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = loss(b)
+    return math.exp((lo + hi) / 2)
+
+
+def class_weights(targets: torch.Tensor, classes: int) -> torch.Tensor:
+    """Per-image weights that give every class the same total weight (a collection with no class favoured)."""
+    counts = torch.bincount(targets.long(), minlength=classes).double().clamp_min(1)
+    return (1.0 / counts)[targets.long()] * len(targets) / classes
+
+
+def fit_class_temperatures(
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None, min_images: int = 50
+) -> list[float]:
+    """One temperature per predicted class, each fitted on the images predicted as that class (the global
+    temperature for a class predicted fewer than ``min_images`` times). Dividing a row's logits by one positive
+    number never changes its top label."""
+    weights = torch.ones(len(targets)) if weights is None else weights
+    overall = fit_temperature(logits, targets, weights)
+    pred = logits.argmax(1)
+    return [
+        fit_temperature(logits[pred == c], targets[pred == c], weights[pred == c])
+        if int((pred == c).sum()) >= min_images
+        else overall
+        for c in range(logits.shape[1])
+    ]
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float | Sequence[float]) -> torch.Tensor:
+    """``softmax(logits / T)``, with T the row's predicted class's when ``temperature`` is per class."""
+    logits = logits.double()
+    if isinstance(temperature, int | float):
+        return torch.softmax(logits / temperature, dim=1).float()
+    per_row = torch.tensor(list(temperature), dtype=torch.float64)[logits.argmax(1)]
+    return torch.softmax(logits / per_row[:, None], dim=1).float()
+
+
+def choose_temperature(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, seed: int = 0) -> dict:
+    """One global temperature or one per predicted class, whichever has the lower weighted NLL in two-fold
+    cross-validation on these images; then fitted on all of them."""
+    fold = torch.rand(len(targets), generator=torch.Generator().manual_seed(seed)) < 0.5
+    scores = {"global": 0.0, "per_class": 0.0}
+    for train in (fold, ~fold):
+        test = ~train
+        for kind, fit in (("global", fit_temperature), ("per_class", fit_class_temperatures)):
+            t = fit(logits[train], targets[train], weights[train])
+            probs = apply_temperature(logits[test], t)
+            scores[kind] += nll(probs, targets[test], weights[test]) / 2
+    kind = min(scores, key=scores.get)
+    fitted = (fit_temperature if kind == "global" else fit_class_temperatures)(logits, targets, weights)
+    return {"kind": kind, "temperature": fitted, "cross_validated_nll": scores}
+
+
+def nll(probs: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> float:
+    """Mean (``weights``-weighted) negative log-likelihood of the true labels."""
+    picked = -probs.double()[torch.arange(len(targets)), targets.long()].clamp_min(1e-12).log()
+    if weights is None:
+        return float(picked.mean())
+    return float((picked * weights.double()).sum() / weights.double().sum())
+
+
+def reliability(probs: torch.Tensor, targets: torch.Tensor, bins: int = 10) -> list[dict]:
+    """Per equal-width bin of the top-1 probability: how many answers, their mean probability and accuracy."""
+    conf, pred = probs.max(1)
+    correct = (pred == targets).double()
+    edges = torch.linspace(0, 1, bins + 1).tolist()
+    index = (conf.double() * bins).long().clamp(0, bins - 1)
+    rows = []
+    for b in range(bins):
+        members = index == b
+        n = int(members.sum())
+        rows.append(
+            {
+                "low": round(edges[b], 4),
+                "high": round(edges[b + 1], 4),
+                "n": n,
+                "confidence": float(conf[members].double().mean()) if n else None,
+                "accuracy": float(correct[members].mean()) if n else None,
+            }
+        )
+    return rows
+
+
+def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, bins: int = 15) -> float:
+    """ECE: the count-weighted mean |accuracy - mean top-1 probability| over equal-width bins."""
+    total = len(targets)
+    if total == 0:
+        return 0.0
+    rows = reliability(probs, targets, bins)
+    return sum(r["n"] / total * abs(r["accuracy"] - r["confidence"]) for r in rows if r["n"])
+
+
+def ece_noise_floor(probs: torch.Tensor, bins: int = 15, draws: int = 400, seed: int = 0) -> dict:
+    """The ECE a perfectly calibrated model with these probabilities would show on this many images: labels drawn
+    from the probabilities themselves, ``draws`` times. A measured ECE inside this range cannot be told apart
+    from perfect calibration on these images."""
+    gen = torch.Generator().manual_seed(seed)
+    values = torch.tensor(
+        [
+            expected_calibration_error(probs, torch.multinomial(probs.double(), 1, generator=gen).flatten(), bins)
+            for _ in range(draws)
+        ]
+    )
+    return {"mean": float(values.mean()), "q05": float(values.quantile(0.05)), "q95": float(values.quantile(0.95))}
+
+
+def clopper_pearson_upper(errors: int, n: int, delta: float) -> float:
+    """One-sided upper confidence bound at level ``1 - delta`` on an error rate seen as ``errors`` in ``n``."""
+    if n == 0 or errors >= n:
+        return 1.0
+    return float(beta.ppf(1 - delta, errors + 1, n - errors))
+
+
+def risk_coverage(confidence: torch.Tensor, correct: torch.Tensor, thresholds=REVIEW_GRID) -> list[dict]:
+    """For each threshold: the share of answers accepted (probability at or above it) and their error rate."""
+    rows = []
+    for t in thresholds:
+        accepted = confidence >= t
+        n = int(accepted.sum())
+        errors = int((~correct[accepted]).sum())
+        rows.append(
+            {
+                "review_below": t,
+                "accepted": n,
+                "accepted_share": n / max(1, len(confidence)),
+                "errors": errors,
+                "error_rate": errors / n if n else None,
+            }
+        )
+    return rows
+
+
+def select_review_below(
+    confidence: torch.Tensor,
+    correct: torch.Tensor,
+    max_error: float = 0.02,
+    delta: float = 0.05,
+    grid: tuple[float, ...] = REVIEW_GRID,
+) -> dict:
+    """The review policy chosen on these answers (``confidence``: calibrated top-1 probabilities, ``correct``:
+    booleans): the lowest grid threshold whose Clopper-Pearson bound (level ``delta / len(grid)``) on the
+    accepted tags' error rate is at most ``max_error``. When none qualifies, ``review_below`` is 1.0 + a
+    hair: every tag goes to review, and the record says so."""
+    level = delta / len(grid)
+    rows = risk_coverage(confidence, correct.bool(), grid)
+    for row in rows:
+        row["upper_bound"] = clopper_pearson_upper(row["errors"], row["accepted"], level)
+    passing = [r for r in rows if r["upper_bound"] <= max_error]
+    chosen = min(passing, key=lambda r: r["review_below"]) if passing else None
+    return {
+        "review_below": chosen["review_below"] if chosen else 1.000001,
+        "max_error": max_error,
+        "confidence": 1 - delta,
+        "method": f"Clopper-Pearson upper bound per threshold at level delta/{len(grid)} (Bonferroni over the grid), "
+        "lowest passing threshold (Learn then Test)",
+        "n_images": len(confidence),
+        "accepted": chosen["accepted"] if chosen else 0,
+        "accepted_share": chosen["accepted_share"] if chosen else 0.0,
+        "errors": chosen["errors"] if chosen else 0,
+        "upper_bound": chosen["upper_bound"] if chosen else None,
+        "best_possible_bound": clopper_pearson_upper(0, len(confidence), level),
+        "grid": rows,
+    }
+
+
+def calibration_report(probs: torch.Tensor, targets: torch.Tensor, temperature: float | Sequence[float]) -> dict:
+    """ECE and reliability of ``probs`` as served, and of the same answers before the served ``temperature``
+    (undone exactly: dividing log p by 1/T restores the logits up to a per-row constant)."""
+    if isinstance(temperature, int | float):
+        inverse: float | list[float] = 1.0 / temperature
+    else:
+        inverse = [1.0 / t for t in temperature]
+    before = apply_temperature(probs.double().clamp_min(1e-30).log(), inverse)
+    calibrated = temperature != 1.0
+    return {
+        "calibrated": calibrated,
+        "temperature": temperature if isinstance(temperature, int | float) else list(temperature),
+        "n_images": len(targets),
+        "ece": expected_calibration_error(probs, targets),
+        "ece_uncalibrated": expected_calibration_error(before, targets),
+        "ece_if_perfectly_calibrated": ece_noise_floor(probs),
+        "reliability": reliability(probs, targets),
+        "reliability_uncalibrated": reliability(before, targets),
+    }
