@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,26 +144,68 @@ def find_splits(data: str | Path, val_fraction: float = 0.1, seed: int = 0, limi
     )
 
 
-def split_dev(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+def split_dev(
+    samples: list[Sample], fraction: float, seed: int, avoid: Collection[str] = ()
+) -> tuple[list[Sample], list[Sample]]:
     """(train, dev): a fixed, stratified ``fraction`` of the training samples held out to choose epochs and
-    recipes, so that the validation split chooses nothing. ``fraction`` 0 gives an empty dev split."""
+    recipes, so that the validation split chooses nothing. ``fraction`` 0 gives an empty dev split.
+
+    ``avoid`` (content digests, as :func:`content_digests` gives them) keeps those images out of dev: dev is then
+    drawn, class by class in the same proportions, only from images that some earlier model never trained on, so
+    that model can be compared with or calibrated on it without optimism."""
     if fraction <= 0:
         return list(samples), []
     targets = [t for _, t in samples]
-    n_classes = len(set(targets))
-    n_dev = max(n_classes, round(len(samples) * fraction))
-    train_s, dev_s = train_test_split(samples, test_size=n_dev, stratify=targets, random_state=seed)
-    return sorted(train_s), sorted(dev_s)
+    if not avoid:
+        n_dev = max(len(set(targets)), round(len(samples) * fraction))
+        train_s, dev_s = train_test_split(samples, test_size=n_dev, stratify=targets, random_state=seed)
+        return sorted(train_s), sorted(dev_s)
+    avoid = set(avoid)
+    gen = torch.Generator().manual_seed(seed)
+    dev_s = []
+    for cls in sorted(set(targets)):
+        members = [s for s in samples if s[1] == cls]
+        free = [s for s, d in zip(members, content_digests(members, keep_order=True), strict=True) if d not in avoid]
+        want = max(1, round(len(members) * fraction))
+        if len(free) < want:
+            raise ValueError(
+                f"class {cls}: {want} dev images wanted but only {len(free)} of {len(members)} are outside the "
+                "avoided models' training images; lower --dev-fraction or avoid fewer models"
+            )
+        dev_s += [free[i] for i in torch.randperm(len(free), generator=gen)[:want].tolist()]
+    chosen = set(dev_s)
+    return sorted(s for s in samples if s not in chosen), sorted(dev_s)
+
+
+def avoided_digests(checkpoints: Sequence[str | Path]) -> set[str]:
+    """The training images (content digests) recorded by these checkpoints and by what they started from, for
+    ``--dev-avoid``. A checkpoint whose record does not list them is an error: its dev figures could not be
+    trusted."""
+    digests: set[str] = set()
+    for path in checkpoints:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        record = (ckpt.get("training") or {}) if isinstance(ckpt, dict) else {}
+        listed = record.get("train_images_sha256_16")
+        if not listed:
+            raise SystemExit(f"--dev-avoid {path}: its record does not list its training images")
+        digests.update(listed)
+    return digests
 
 
 def dev_splits(
-    data: str | Path, dev_fraction: float, seed: int, limit_per_class: int = 0, val_fraction: float = 0.1
+    data: str | Path,
+    dev_fraction: float,
+    seed: int,
+    limit_per_class: int = 0,
+    val_fraction: float = 0.1,
+    avoid: Sequence[str | Path] = (),
 ) -> tuple[Splits, list[Sample], list[Sample]]:
     """(splits, train, dev): DATA's splits, and its training split less a stratified ``dev_fraction`` held out to
     choose epochs, recipes, teachers and variants; ``splits.val`` chooses nothing. Training runs, teacher runs,
-    probes and comparisons with the same arguments see the same lists."""
+    probes and comparisons with the same arguments see the same lists. ``avoid``: checkpoints whose training
+    images stay out of dev (:func:`split_dev`)."""
     splits = find_splits(data, val_fraction, seed, limit_per_class)
-    return (splits, *split_dev(splits.train, dev_fraction, seed))
+    return (splits, *split_dev(splits.train, dev_fraction, seed, avoided_digests(avoid) if avoid else ()))
 
 
 def read_labelled_csv(
@@ -227,9 +269,13 @@ class RunSplits:
 def run_splits(args) -> RunSplits:
     """The images of a run with ``args`` (``data``, ``val_fraction``, ``seed``, ``limit_per_class``,
     ``dev_fraction``, ``extra_train``): the same lists whenever the same arguments meet the same files."""
-    splits, train, dev = dev_splits(args.data, args.dev_fraction, args.seed, args.limit_per_class, args.val_fraction)
+    avoid = getattr(args, "dev_avoid", None) or ()
+    splits, train, dev = dev_splits(
+        args.data, args.dev_fraction, args.seed, args.limit_per_class, args.val_fraction, avoid
+    )
     dev_source = (
         f"{args.dev_fraction:g} of the training split, stratified (seed {args.seed})"
+        + (f", none of them trained on by {', '.join(map(str, avoid))}" if avoid else "")
         if dev
         else f"the validation split ({splits.source}); it also picks the epoch"
     )
@@ -242,11 +288,12 @@ def run_splits(args) -> RunSplits:
     return RunSplits(splits, train, dev, dev_source, extra_train)
 
 
-def content_digests(samples: Sequence[Sample]) -> list[str]:
+def content_digests(samples: Sequence[Sample], keep_order: bool = False) -> list[str]:
     """Sorted sha256 prefixes (16 hex digits) of the samples' file bytes: the images themselves, whatever their
     names or folders. A training record keeps those of its training images, so that a later run can check that
-    a model it starts from never trained on its dev or validation images."""
-    return sorted(hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] for p, _ in samples)
+    a model it starts from never trained on its dev or validation images. ``keep_order``: in the samples' order."""
+    digests = [hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] for p, _ in samples]
+    return digests if keep_order else sorted(digests)
 
 
 def class_counts(samples: list[Sample], classes: Sequence[str]) -> dict[str, int]:

@@ -33,6 +33,14 @@ def get_args_parser(description: str | None = None) -> argparse.ArgumentParser:
         default=0.1,
         help="share of train held out to pick the epoch; 0 = pick on the validation split (default: %(default)s)",
     )
+    a(
+        "--dev-avoid",
+        nargs="+",
+        default=[],
+        metavar="CHECKPOINT",
+        help="draw dev only from training images these checkpoints never trained on (their records list them), so "
+        "that they can be compared and calibrated on it (default: none)",
+    )
     a("--limit-per-class", type=int, default=0, help="use at most N images per class and split, 0 = all (default: 0)")
     a(
         "--extra-train",
@@ -94,12 +102,6 @@ def get_args_parser(description: str | None = None) -> argparse.ArgumentParser:
     )
     a("--kd-weight", type=float, default=0.5, help="weight of the soft-target loss (default: %(default)s)")
     a("--kd-temperature", type=float, default=2.0, help="softmax temperature of distillation (default: %(default)s)")
-    a(
-        "--class-weights",
-        default="none",
-        choices=("none", "balanced"),
-        help="'balanced' weights the loss by N/(classes*count) for imbalanced folders (default: %(default)s)",
-    )
     a(
         "--patience",
         type=int,

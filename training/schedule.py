@@ -8,6 +8,8 @@ import math
 import torch
 from torch import nn
 
+from training.data import class_counts
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The optimisation flags, as an argument group."""
@@ -25,6 +27,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--gamma", type=float, default=0.1, help="LR factor per drop for --sched step (default: %(default)s)")
     a("--min-lr", type=float, default=0.0, help="final LR of the cosine schedule (default: %(default)s)")
     a("--label-smoothing", type=float, default=0.1, help="cross-entropy label smoothing (default: %(default)s)")
+    a(
+        "--class-weights",
+        default="none",
+        choices=("none", "balanced"),
+        help="'balanced' weights the loss by N/(classes*count) for imbalanced folders (default: %(default)s)",
+    )
+
+
+def make_criterion(args: argparse.Namespace, train: list, classes: list[str], device: torch.device) -> nn.Module:
+    """Cross-entropy with ``--label-smoothing``, weighted by class under ``--class-weights balanced``."""
+    weight = None
+    if args.class_weights == "balanced":
+        counts = torch.tensor(list(class_counts(train, classes).values()), dtype=torch.float32)
+        weight = (counts.sum() / (len(counts) * counts.clamp(min=1))).to(device)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=args.label_smoothing)
 
 
 def make_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:

@@ -32,7 +32,7 @@ from handlers.precision import native_autocast_dtype
 from training import DATA_DIR, runlog, schedule
 from training.cache import ImageCache, ViewConfig, epoch_order, step_generator, view_batch
 from training.data import dev_splits
-from training.evaluate import compute_metrics
+from training.metrics import compute_metrics
 
 TEACHER_FORMAT = "artserve-teacher-1"
 #: variant -> native input size (EfficientNet-Lite's published resolutions)
@@ -168,6 +168,21 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     a("--dev-fraction", type=float, default=0.1, help="share of train held out to pick the epoch (default: 0.1)")
     a("--min-scale", type=float, default=0.35, help="smallest random-resized-crop area share (default: 0.35)")
+    a(
+        "--views",
+        default="art",
+        choices=("art", "crop-flip"),
+        help="'art': the student's augmentation (crop, flip, tilt, brightness/contrast); 'crop-flip': random "
+        "resized crop and horizontal flip only (default: %(default)s)",
+    )
+    a(
+        "--dev-avoid",
+        nargs="+",
+        default=[],
+        metavar="CHECKPOINT",
+        help="draw dev only from training images these checkpoints never trained on (as training.train does; "
+        "default: none)",
+    )
     a("--seed", type=int, default=0, help="seed for split, order and views (default: %(default)s)")
     a("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     a("--limit-per-class", type=int, default=0, help="at most N images per class and split, 0 = all (default: 0)")
@@ -183,12 +198,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def teacher_views(args: argparse.Namespace) -> ViewConfig:
+    """``--views art``: the student's augmentation; ``crop-flip``: random resized crop and flip, nothing else."""
+    if args.views == "crop-flip":
+        return ViewConfig(min_scale=args.min_scale, tilt_p=0.0, brightness=0.0, contrast=0.0)
+    return ViewConfig(min_scale=args.min_scale)
+
+
 def evaluate_checkpoints(args: argparse.Namespace) -> dict:
     """``--evaluate``: dev and val tables of each teacher and of their average (the candidates' comparison that
     chooses a distillation target on dev)."""
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = native_autocast_dtype(device)
-    splits, _, dev = dev_splits(args.data, args.dev_fraction, args.seed, args.limit_per_class)
+    splits, _, dev = dev_splits(args.data, args.dev_fraction, args.seed, args.limit_per_class, avoid=args.dev_avoid)
     caches = {"dev": ImageCache(dev), "val": ImageCache(splits.val)}
     candidates = {str(path): [path] for path in args.evaluate}
     if len(args.evaluate) > 1:
@@ -221,14 +243,14 @@ def main(args: argparse.Namespace) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = native_autocast_dtype(device)
-    splits, train, dev = dev_splits(args.data, args.dev_fraction, args.seed, args.limit_per_class)
+    splits, train, dev = dev_splits(args.data, args.dev_fraction, args.seed, args.limit_per_class, avoid=args.dev_avoid)
     teacher = Teacher(args.variant, splits.classes)
     source = teacher.load_imagenet(package_weights(args.variant) if args.weights == "package" else Path(args.weights))
     teacher.to(device, memory_format=torch.channels_last)
     caches = {name: ImageCache(s) for name, s in (("train", train), ("dev", dev), ("val", splits.val))}
     optimizer = schedule.make_optimizer(args, teacher)
-    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    views = ViewConfig(min_scale=args.min_scale)
+    criterion = schedule.make_criterion(args, train, splits.classes, device)
+    views = teacher_views(args)
     steps = len(train) // args.batch_size
     rows, best = [], -1.0
     print(f"teacher {args.variant} ({source}) on {device}, amp {amp}; {len(train)} train / {len(dev)} dev", flush=True)
