@@ -21,226 +21,23 @@ version are sent again. Per-image failures are recorded with their status and er
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-from tqdm import tqdm
 
 from handlers import MODEL_NAME
-from tagging.client import Client, Result
-from tagging.evaluate import labels_from
+from tagging.collection import Collection, load_collection, model_labels, true_labels
+from tagging.records import is_tagged, read_records, write_csv
 from tagging.review_policy import ReviewRule, policy_html, resolve_rule, risk_coverage_png
 from tagging.review_policy import summary as review_summary
 from tagging.review_report import write_report
+from tagging.tagger import explain_review, tag
 from training import exit_on_bad_input
-from training.data import IMAGE_EXTENSIONS
 
 DEFAULT_URL = f"http://127.0.0.1:8080/predictions/{MODEL_NAME}"
-#: What a record keeps of an explanations answer (tagging.client gets the whole body).
-EXPLANATION_FIELDS = ("explains", "method", "cam", "height", "width", "crop_fraction", "model_version")
-CSV_FIELDS = [
-    "path",
-    "label",
-    "probability",
-    "top_k",
-    "model_version",
-    "review",
-    "policy_review_below",
-    "true_label",
-    "status",
-    "error",
-]
-
-
-@dataclass
-class Collection:
-    """The images to tag, as absolute paths, with the true labels the input states (CSV column only)."""
-
-    paths: list[str]
-    true_labels: dict[str, str] = field(default_factory=dict)
-    from_folder: bool = False
-
-
-def find_images(root: Path) -> list[str]:
-    """Image files under ``root`` (recursive, by extension, hidden folders skipped), sorted, absolute."""
-    return sorted(
-        str(p.resolve())
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
-
-
-def read_path_csv(path: Path) -> Collection:
-    """A CSV with a ``path`` column and an optional ``true_label`` column; relative paths start at its folder."""
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "path" not in reader.fieldnames:
-            raise ValueError(f"{path}: needs a header row with a 'path' column (found {reader.fieldnames})")
-        paths, true_labels = [], {}
-        for row in reader:
-            if not (row.get("path") or "").strip():
-                continue
-            image = Path(row["path"].strip())
-            image = str((image if image.is_absolute() else path.parent / image).resolve())
-            paths.append(image)
-            if (row.get("true_label") or "").strip():
-                true_labels[image] = row["true_label"].strip()
-    return Collection(list(dict.fromkeys(paths)), true_labels)
-
-
-def load_collection(source: str | Path) -> Collection:
-    source = Path(source)
-    if source.is_dir():
-        paths = find_images(source)
-        if not paths:
-            raise ValueError(f"{source} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
-        return Collection(paths, from_folder=True)
-    if source.suffix.lower() == ".csv" and source.is_file():
-        return read_path_csv(source)
-    raise FileNotFoundError(f"{source} is neither a folder of images nor a CSV file of paths")
-
-
-def read_records(jsonl: Path) -> tuple[dict[str, dict], int]:
-    """The latest record per path in ``jsonl`` and the number of unreadable lines (a crash's half-written tail)."""
-    latest, bad = {}, 0
-    if not jsonl.exists():
-        return latest, bad
-    with jsonl.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-                latest[record["path"]] = record
-            except (ValueError, KeyError, TypeError):
-                bad += 1
-    return latest, bad
-
-
-def end_line(path: Path) -> None:
-    """After a crash mid-write, start on a fresh line rather than extend the torn one."""
-    if path.exists() and path.stat().st_size:
-        with path.open("rb+") as f:
-            f.seek(-1, 2)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-
-
-def to_record(result: Result, rule: ReviewRule) -> dict:
-    """One JSONL line: the prediction with the model's policy threshold (``policy_review_below``, when it has one)
-    and its review flag under this run's rule, or a failure's status and error."""
-    body = result.body if result.ok else {}
-    record = {
-        "path": result.path,
-        "label": body.get("label"),
-        "probability": body.get("probability"),
-        "top_k": body.get("top_k"),
-        "model_version": body.get("model_version"),
-        "policy_review_below": body.get("review_below"),
-        "status": result.status,
-        "error": result.error,
-        "attempts": result.attempts,
-        "seconds": round(result.seconds, 4),
-        "tagged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    return {**record, "review": rule.needs_review(record)}
-
-
-def is_tagged(record: dict | None) -> bool:
-    return bool(record) and record.get("error") is None and record.get("label") is not None
-
-
-@dataclass
-class Plan:
-    """What a run sends: first the probe (one already-tagged image) and the untagged ones, then the stale ones."""
-
-    first: list[str]
-    tagged: dict[str, str]  # path -> model_version of its successful record, before this run
-
-    def stale(self, version: str | None, answered: set[str]) -> list[str]:
-        """Tagged images whose version differs from the one served now (none if that is unknown)."""
-        if version is None:
-            return []
-        return [p for p, v in self.tagged.items() if v != version and p not in answered]
-
-
-def plan_run(paths: Iterable[str], previous: dict[str, dict]) -> Plan:
-    paths = list(paths)
-    tagged = {p: previous[p]["model_version"] for p in paths if is_tagged(previous.get(p))}
-    untagged = [p for p in paths if p not in tagged]
-    probe = [next(iter(tagged))] if tagged else []
-    return Plan(probe + untagged, tagged)
-
-
-def is_explained(record: dict) -> bool:
-    """The record carries a Grad-CAM map made by the model version that tagged it."""
-    explanation = record.get("explanation") or {}
-    return bool(explanation.get("cam")) and explanation.get("model_version") == record.get("model_version")
-
-
-class Tagger:
-    """Sends paths through a :class:`Client`, appending one flushed JSONL record per answer. A Grad-CAM map in
-    the ``previous`` record of a path stays with its new record when the same model version answered."""
-
-    def __init__(
-        self, client: Client, jsonl: Path, rule: ReviewRule, concurrency: int, previous: dict[str, dict]
-    ) -> None:
-        self.client, self.jsonl, self.rule, self.concurrency = client, jsonl, rule, concurrency
-        self.previous = previous
-        self.records: dict[str, dict] = {}
-        self.version: str | None = None
-        self.failed = self.review = 0  # counted as answers arrive (each path is sent once per run)
-
-    def send(self, paths: list[str], bar: tqdm) -> None:
-        if not paths:
-            return
-        end_line(self.jsonl)
-        with self.jsonl.open("a", encoding="utf-8") as out:
-            for result in self.client.classify_many(paths, self.concurrency):
-                record = to_record(result, self.rule)
-                before = self.previous.get(record["path"]) or {}
-                if is_explained(before) and before["model_version"] == record["model_version"]:
-                    record.update(explanation=before["explanation"], explained_at=before.get("explained_at"))
-                out.write(json.dumps(record) + "\n")
-                out.flush()
-                self.records[record["path"]] = record
-                self.failed += not is_tagged(record)
-                self.review += record["review"]
-                if is_tagged(record) and self.version is None:
-                    self.version = record["model_version"]
-                bar.update(1)
-                bar.set_postfix(failed=self.failed, review=self.review, refresh=False)
-
-
-def write_csv(path: Path, records: list[dict]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for record in records:
-            row = dict(record)
-            row["top_k"] = json.dumps(record["top_k"]) if record.get("top_k") else ""
-            writer.writerow(row)
-
-
-def model_labels(args: argparse.Namespace, records: list[dict]) -> list[str]:
-    """The model's labels: from ``--labels-from``, else every label the server put in any top-k answer."""
-    if args.labels_from:
-        return labels_from(args.labels_from)
-    return sorted({entry["label"] for r in records for entry in (r.get("top_k") or [])})
-
-
-def true_labels(collection: Collection, labels: list[str]) -> dict[str, str]:
-    """Known true labels: the CSV column, else (folder input) the parent folder name when it is a model label."""
-    if not collection.from_folder:
-        return dict(collection.true_labels)
-    return {p: Path(p).parent.name for p in collection.paths if Path(p).parent.name in labels}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -292,60 +89,6 @@ def get_args_parser() -> argparse.ArgumentParser:
         "(default: off)",
     )
     return p
-
-
-def tag(collection: Collection, previous: dict[str, dict], jsonl: Path, args: argparse.Namespace) -> Tagger:
-    """Send what :func:`plan_run` says to the endpoint, with a progress bar; the tagger holds the new records."""
-    plan = plan_run(collection.paths, previous)
-    client = Client(args.url, timeout=args.timeout, retries=args.retries, backoff=args.backoff)
-    tagger = Tagger(client, jsonl, ReviewRule(args.review_below, ""), args.concurrency, previous)
-    with tqdm(total=len(plan.first), unit="img", desc="tagging", file=sys.stderr, dynamic_ncols=True) as bar:
-        tagger.send(plan.first, bar)
-        stale = plan.stale(tagger.version, set(tagger.records))
-        bar.total += len(stale)
-        tagger.send(stale, bar)
-    return tagger
-
-
-def explain_url(args: argparse.Namespace) -> str:
-    if args.explain_url:
-        return args.explain_url
-    if "/predictions/" not in args.url:
-        raise ValueError(f"--url {args.url} has no /predictions/ to turn into the explanations URL; give --explain-url")
-    return args.url.replace("/predictions/", "/explanations/", 1)
-
-
-def explain_review(paths: list[str], previous: dict[str, dict], jsonl: Path, args: argparse.Namespace) -> dict:
-    """Append, for each image flagged for review without a map of its model version, its record with the
-    Grad-CAM ``explanation``; ``previous`` is updated. Failures are counted and reported, never stop the run."""
-    rule = ReviewRule(args.review_below, "")
-    todo = [p for p in paths if is_tagged(previous.get(p)) and rule.needs_review(previous[p])]
-    todo = [p for p in todo if not is_explained(previous[p])]
-    client = Client(explain_url(args), timeout=args.timeout, retries=args.retries, backoff=args.backoff)
-    explained, failures = 0, []
-    start = time.perf_counter()
-    end_line(jsonl)
-    with (
-        jsonl.open("a", encoding="utf-8") as out,
-        tqdm(total=len(todo), unit="img", desc="explaining", file=sys.stderr, dynamic_ncols=True) as bar,
-    ):
-        for result in client.classify_many(todo, args.concurrency):
-            body = result.body if result.ok else {}
-            if body.get("cam"):
-                explanation = {k: body.get(k) for k in EXPLANATION_FIELDS}
-                record = dict(previous[result.path], explanation=explanation)
-                record["explained_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                out.write(json.dumps(record) + "\n")
-                out.flush()
-                previous[result.path] = record
-                explained += 1
-            else:
-                failures.append(f"{result.path}: {result.error or 'the answer has no Grad-CAM map'}")
-            bar.update(1)
-    seconds = time.perf_counter() - start
-    if failures:
-        print(f"{len(failures)} explanations failed, e.g. {failures[0]}", file=sys.stderr)
-    return {"explained": explained, "explain_failed": len(failures), "explain_seconds": round(seconds, 3)}
 
 
 def output_records(records: list[dict], collection: Collection, rule: ReviewRule, labels: list[str]) -> list[dict]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tagging import apply
-from tagging.tag_collection import write_csv
+from tagging.records import write_csv
 from tests.images import ART5_LABELS, jpeg
 from training.data import read_labelled_csv
 

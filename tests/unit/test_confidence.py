@@ -14,8 +14,8 @@ from handlers.model import build_model, load_checkpoint
 from handlers.preprocessing import normalize, preprocess_bytes
 from loadtests.harness import random_checkpoint
 from tagging.client import Result
+from tagging.records import to_record
 from tagging.review_policy import FALLBACK_REVIEW_BELOW, ReviewRule, resolve_rule, summary
-from tagging.tag_collection import to_record
 from tests.images import jpeg
 from training.confidence import (
     apply_temperature,
