@@ -71,7 +71,7 @@ def paired_bootstrap(
 
 
 def compare(args: argparse.Namespace) -> dict:
-    splits, _, dev = dev_splits(args.data, args.dev_fraction, args.seed)
+    splits, _, dev = dev_splits(args.data, args.dev_fraction, args.seed, avoid=args.dev_avoid)
     samples = dev if args.split == "dev" else splits.val
     if not samples:
         raise ValueError(f"the {args.split} split of {args.data} is empty")
@@ -122,6 +122,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--data", default=str(DATA_DIR), help="ImageFolder directory with train/ and val/ (default: %(default)s)")
     a("--split", default="dev", choices=("dev", "val"), help="(default: dev, as the training runs make it)")
     a("--dev-fraction", type=float, default=0.1, help="the runs' --dev-fraction (default: %(default)s)")
+    a("--dev-avoid", nargs="+", default=[], metavar="CHECKPOINT", help="the runs' --dev-avoid (default: none)")
     a("--seed", type=int, default=0, help="the runs' --seed, also the bootstrap's (default: %(default)s)")
     a("--resamples", type=int, default=2000, help="bootstrap draws (default: %(default)s)")
     a("--batch-size", type=int, default=32, help="images per batch (default: %(default)s)")

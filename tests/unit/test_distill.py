@@ -185,3 +185,24 @@ def test_evaluate_scores_each_teacher_and_their_average(tmp_path, data, teacher_
     assert both["val"]["accuracy"] == alone["val"]["accuracy"], "a teacher averaged with itself answers alike"
     assert json.loads((tmp_path / "cmp" / "evaluate.json").read_text()) == json.loads(json.dumps(report))
     assert not (tmp_path / "cmp" / "teacher.pt").exists(), "--evaluate must not train"
+
+
+def test_resolution_at_the_teachers_own_size_equals_its_evaluation(tmp_path, data, teacher_ckpt):
+    """training.resolution: at the teacher's own size the views are the evaluation's, so the scores agree; at a
+    small size the views lose detail (they differ), and every size gets a row."""
+    from training import resolution
+
+    args = resolution.get_args_parser().parse_args(
+        [str(teacher_ckpt), "--data", str(data), "--dev-fraction", "0.25", "--output", str(tmp_path / "r.json")]
+        + ["--sizes", "32", "224"]
+    )
+    report = resolution.main(args)
+    assert set(report) == {32, 224}, report.keys()
+    evaluated = teacher.main(
+        teacher.get_args_parser().parse_args(
+            ["--data", str(data), "--dev-fraction", "0.25", "--device", "cpu", "--output", str(tmp_path / "e")]
+            + ["--evaluate", str(teacher_ckpt)]
+        )
+    )[str(teacher_ckpt)]["dev"]
+    assert report[224]["macro_f1"] == evaluated["macro_f1"], f"{report[224]} vs the teacher's own {evaluated}"
+    assert json.loads((tmp_path / "r.json").read_text())["dev_images"] == evaluated["n_images"]

@@ -14,7 +14,7 @@ import yaml
 from handlers.card import default_card_path, sha256_file
 from handlers.model import ArtVGG, load_checkpoint
 from tests.imagefolder import make_image_folder, make_train_val
-from training import evaluate, export, schedule, train, weights
+from training import calibrate, evaluate, export, resolution, schedule, train, weights
 from training.data import find_splits
 
 CLASSES = ["icons", "prints", "statues"]
@@ -114,7 +114,7 @@ def test_yaml_config_sets_defaults_and_flags_override(tmp_path):
         train.parse_args(["--config", str(config)])
 
 
-@pytest.mark.parametrize("module", [train, evaluate, export])
+@pytest.mark.parametrize("module", [train, evaluate, export, calibrate, resolution])
 def test_every_flag_states_its_default(module):
     parser: argparse.ArgumentParser = module.get_args_parser()
     silent = [
