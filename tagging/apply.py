@@ -25,7 +25,7 @@ import csv
 from pathlib import Path
 
 from tagging.evaluate import labels_from
-from tagging.review_report import CORRECTION_FIELDS, DECISIONS
+from tagging.report_data import CORRECTION_FIELDS, DECISIONS
 from training import exit_on_bad_input
 
 FINAL_FIELDS = ["path", "label", "source", *CORRECTION_FIELDS[2:]]

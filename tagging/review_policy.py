@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tagging.review_report import data_uri  # noqa: E402
+from tagging.report_data import data_uri  # noqa: E402
 
 #: The threshold when neither the model nor the run names one (the rule before review policies existed).
 FALLBACK_REVIEW_BELOW = 0.5

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tagging import review_report
+from tagging import report_data, review_report
 from tests.images import ART5_LABELS, jpeg
 
 VERSION = "tiny_vgg-0123456789ab"
@@ -46,7 +46,7 @@ def test_the_page_data_lists_the_reviewable_images_in_page_order(tmp_path):
     html = render(rows)
     data = page_data(html)
     assert data["labels"] == ART5_LABELS, f"the labels must be the model's, as given: {data['labels']}"
-    assert data["columns"] == review_report.CORRECTION_FIELDS, f"export columns: {data['columns']}"
+    assert data["columns"] == report_data.CORRECTION_FIELDS, f"export columns: {data['columns']}"
     paths = [item["path"] for item in data["items"]]
     # painting (2 images) before drawings (1); least certain first within a class; the failure is not reviewable.
     assert paths == [rows[1]["path"], rows[0]["path"], rows[2]["path"]], f"page order: {paths}"
@@ -100,7 +100,7 @@ def test_an_explained_image_gets_its_map_over_the_crop_the_model_saw(tmp_path):
 
 
 def test_the_map_png_has_one_pixel_per_cell_and_more_opacity_where_higher():
-    with Image.open(io.BytesIO(review_report.cam_png(CAM))) as img:
+    with Image.open(io.BytesIO(report_data.cam_png(CAM))) as img:
         assert img.mode == "RGBA" and img.size == (3, 2), f"{img.mode} {img.size}"
         alpha = [img.getpixel((x, 0))[3] for x in range(3)]
     assert alpha[0] < alpha[1] < alpha[2] == 255, f"alpha must grow with the value: {alpha}"
