@@ -36,7 +36,7 @@ No trained checkpoint at {path}.
 artserve never serves random weights as a classifier. To get a checkpoint:
   * train one:   make train RUN=runs/art5   (= .venv/bin/python -m training.train --output runs/art5)
                  (VGG16 trains at about 1 image/s on a 2-core CPU: use a GPU machine for the real model,
-                 see training/README.md)
+                 see docs/training.md)
   * export it:   .venv/bin/python -m training.export runs/art5 --output {path}
   * then serve:  make serve            (or directly: make serve CHECKPOINT=runs/art5/best.pt)
 """

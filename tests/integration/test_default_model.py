@@ -34,7 +34,7 @@ def test_default_checkpoint_matches_its_card():
     assert "training" in ckpt, "the default must be a trained checkpoint (deploy.serve refuses it otherwise)"
     require_trained(DEFAULT, allow_untrained=False)  # what `make serve` runs before starting anything
     check = card["metrics"]["export_check"]
-    # bf16 serving may flip a borderline image (the 2026-12-03 default: 1 of 264, README); more would be a regression
+    # bf16 serving may flip a borderline image (the 2026-12-03 default: 1 of 264, docs/model.md); more is a regression
     assert check["changed_predictions"] <= 0.01 * check["n_images"], f"served answers drift from fp32: {check}"
     assert card.get("notes"), "the card must state the model's intended use and limitations"
     model, labels, _ = build_model(ckpt)

@@ -3,8 +3,8 @@
 TorchServe answers every successful inference with ``HTTP/1.1`` and ``connection: keep-alive`` and keeps the
 connection open, whatever the request's HTTP version or Connection header (its ``RestJob`` passes
 ``keepAlive=true`` to ``NettyUtils.sendHttpResponse``, which closes only for 4xx/5xx answers; no configuration key
-changes it). A client waiting for the server to close, as HTTP/1.0 allows, waits until its own timeout: README
-"Known limitations". When an upgrade changes this, these tests fail and the README's note should go.
+changes it). A client waiting for the server to close, as HTTP/1.0 allows, waits until its own timeout:
+docs/serving.md, "Known limitations". When an upgrade changes this, these tests fail and that note should go.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ def test_http10_success_is_kept_alive_not_closed(ts_server, connection):
     assert status.startswith("http/1.1 200"), f"expected TorchServe's HTTP/1.1 200 to an HTTP/1.0 request: {status}"
     assert "connection: keep-alive" in headers, f"TorchServe no longer answers keep-alive to HTTP/1.0: {headers}"
     assert not closed, (
-        f"TorchServe now closes an HTTP/1.0 connection (Connection: {connection}) after a 200: the README's known "
-        "limitation about `ab` without -k can go"
+        f"TorchServe now closes an HTTP/1.0 connection (Connection: {connection}) after a 200: the known limitation "
+        "about `ab` without -k in docs/serving.md can go"
     )
 
 

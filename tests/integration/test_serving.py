@@ -76,7 +76,7 @@ def test_errors_are_json_4xx(ts_server):
 @pytest.mark.xfail(
     strict=True,
     reason="TorchServe's Java frontend parses x-www-form-urlencoded bodies itself and answers 500 "
-    "(ErrorDataDecoderException) for binary ones before the handler runs; see README 'Known limitations'",
+    "(ErrorDataDecoderException) for binary ones before the handler runs; see docs/serving.md 'Known limitations'",
 )
 def test_binary_urlencoded_body_is_4xx(ts_server):
     r = requests.post(
