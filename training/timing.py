@@ -14,7 +14,7 @@ from training.cache import epoch_order
 from training.schedule import size_at
 
 if TYPE_CHECKING:
-    from training.train import Trainer
+    from training.loop import Trainer
 
 
 def time_steps(trainer: Trainer, n: int) -> dict:
