@@ -94,6 +94,17 @@ def calibration_summary(probs: torch.Tensor, targets: torch.Tensor, temperature:
     }
 
 
+def balanced(mask: torch.Tensor, targets: torch.Tensor, seed: int) -> torch.Tensor:
+    """``mask`` thinned to the same number of images of every class (the rarest class's count), seeded."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    counts = torch.bincount(targets[mask])
+    keep = torch.zeros_like(mask)
+    for cls in range(len(counts)):
+        members = torch.nonzero(mask & (targets == cls)).flatten()
+        keep[members[torch.randperm(len(members), generator=gen)[: int(counts.min())]]] = True
+    return keep
+
+
 def policy_outcome(probs: torch.Tensor, targets: torch.Tensor, review_below: float) -> dict:
     """What the policy does on these (calibrated) answers: accepted share, errors among the accepted."""
     conf, pred = probs.max(1)
@@ -120,9 +131,12 @@ def calibrate(ckpt: dict, args: argparse.Namespace) -> dict:
     weights = torch.ones(int(fit.sum()))
     chosen = choose_temperature(probs[fit].clamp_min(1e-30).log(), targets[fit], weights, args.seed)
     temperature = chosen["temperature"]
-    calibrated = scaled(probs[~fit], temperature)
+    chooses = ~fit
+    if args.balance:  # the threshold's images: equal counts per class, a collection that favours none
+        chooses = balanced(chooses, targets, args.seed)
+    calibrated = scaled(probs[chooses], temperature)
     conf, pred = calibrated.max(1)
-    policy = select_review_below(conf, pred == targets[~fit], args.max_error, 1 - args.confidence)
+    policy = select_review_below(conf, pred == targets[chooses], args.max_error, 1 - args.confidence)
     val_probs, val_targets = raw_probabilities(ckpt, val, args)
     val_targets = torch.tensor(val_targets)
     return {
@@ -130,7 +144,8 @@ def calibrate(ckpt: dict, args: argparse.Namespace) -> dict:
         "temperature_kind": chosen["kind"],
         "temperature_cross_validated_nll": chosen["cross_validated_nll"],
         "review_policy": policy,
-        "images": f"{where}: {int(fit.sum())} fit the temperature, {int((~fit).sum())} chose the review threshold",
+        "images": f"{where}: {int(fit.sum())} fit the temperature, {int(chooses.sum())} chose the review threshold"
+        + (" (equal counts per class)" if args.balance else ""),
         "fit": calibration_summary(probs[fit], targets[fit], temperature),
         "held_out": calibration_summary(probs[~fit], targets[~fit], temperature),
         "validation": calibration_summary(val_probs, val_targets, temperature)
@@ -167,6 +182,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--confidence", type=float, default=0.95, help="probability that the bound holds (default: %(default)s)")
     a("--fit-share", type=float, default=1 / 3, help="share of the images that fits T (default: one third)")
     a("--seed", type=int, default=0, help="seed of the fit / policy split (default: %(default)s)")
+    a(
+        "--balance",
+        action="store_true",
+        help="choose the threshold on equal counts per class (a collection that favours no class) instead of the "
+        "source's own mix (default: off)",
+    )
     a("--precision", default="auto", help="precision the model is run in, as served (default: %(default)s)")
     a("--batch-size", type=int, default=64, help="images per batch (default: %(default)s)")
     a("--device", default=None, help="torch device (default: cuda if available, else cpu)")

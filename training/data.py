@@ -20,9 +20,6 @@ from pathlib import Path
 import torch
 from sklearn.model_selection import train_test_split
 
-from handlers.errors import InputError
-from handlers.preprocessing import Limits, PreprocessConfig, preprocess_bytes
-
 #: File name endings treated as images (anything else in a class folder is listed as skipped).
 #: Formats the server refuses (HEIC, AVIF, SVG) are included so that evaluation counts them as unreadable.
 IMAGE_EXTENSIONS = (
@@ -299,24 +296,3 @@ def content_digests(samples: Sequence[Sample], keep_order: bool = False) -> list
 def class_counts(samples: list[Sample], classes: Sequence[str]) -> dict[str, int]:
     counter = Counter(t for _, t in samples)
     return {name: counter.get(i, 0) for i, name in enumerate(classes)}
-
-
-class EvalImages(torch.utils.data.Dataset):
-    """Serving-path tensors: file bytes -> ``preprocess_bytes`` -> ``uint8 (3, crop, crop)``.
-
-    Returns ``(tensor, target, error)``: an unreadable image gives a zero tensor and the reason, so a
-    batch still forms and the caller counts the failure instead of losing it.
-    """
-
-    def __init__(self, samples: Sequence[Sample], cfg: PreprocessConfig, limits: Limits = Limits()) -> None:
-        self.samples, self.cfg, self.limits = list(samples), cfg, limits
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
-        path, target = self.samples[i]
-        try:
-            return preprocess_bytes(Path(path).read_bytes(), self.cfg, self.limits), target, ""
-        except (InputError, OSError) as e:
-            return torch.zeros(3, self.cfg.crop, self.cfg.crop, dtype=torch.uint8), target, f"{type(e).__name__}: {e}"

@@ -23,13 +23,35 @@ import torch
 
 from handlers.calibration import Calibration
 from handlers.classifier import ArtClassifier
+from handlers.errors import InputError
 from handlers.model import load_checkpoint
 from handlers.precision import precision_of, resolve_precision
-from handlers.preprocessing import PreprocessConfig
+from handlers.preprocessing import Limits, PreprocessConfig, preprocess_bytes
 from training import exit_on_bad_input
 from training.confidence import calibration_report
-from training.data import EvalImages, FolderScan, Sample, class_counts, scan_folder
+from training.data import FolderScan, Sample, class_counts, scan_folder
 from training.metrics import compute_metrics, confusion_text, plot_confusion, plot_reliability, text_report
+
+
+class EvalImages(torch.utils.data.Dataset):
+    """Serving-path tensors: file bytes -> ``preprocess_bytes`` -> ``uint8 (3, crop, crop)``.
+
+    Returns ``(tensor, target, error)``: an unreadable image gives a zero tensor and the reason, so a
+    batch still forms and the caller counts the failure instead of losing it.
+    """
+
+    def __init__(self, samples: Sequence[Sample], cfg: PreprocessConfig, limits: Limits = Limits()) -> None:
+        self.samples, self.cfg, self.limits = list(samples), cfg, limits
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
+        path, target = self.samples[i]
+        try:
+            return preprocess_bytes(Path(path).read_bytes(), self.cfg, self.limits), target, ""
+        except (InputError, OSError) as e:
+            return torch.zeros(3, self.cfg.crop, self.cfg.crop, dtype=torch.uint8), target, f"{type(e).__name__}: {e}"
 
 
 def default_device() -> torch.device:
@@ -59,7 +81,7 @@ def predict_batches(
 ) -> tuple[torch.Tensor, list[int], list[tuple[int, str]]]:
     """Probabilities ``(N, classes)`` for the readable images, their targets, and ``(index, error)`` failures.
 
-    ``loader`` yields :class:`~training.data.EvalImages` batches; each is classified by ``classifier.predict``,
+    ``loader`` yields :class:`EvalImages` batches; each is classified by ``classifier.predict``,
     the handler's own step (normalised on the classifier's device, in its precision and memory layout).
     """
     probs, targets, failures = [], [], []

@@ -34,7 +34,7 @@ from training import DATA_DIR
 from training.cache import ImageCache, view_batch
 from training.data import dev_splits
 from training.metrics import compute_metrics
-from training.teacher import VARIANTS, Teacher, package_weights
+from training.teacher_model import VARIANTS, Teacher, package_weights
 
 SPLITS = ("train", "dev", "val")
 

@@ -24,7 +24,7 @@ from training import DATA_DIR
 from training.cache import ImageCache, view_batch
 from training.data import dev_splits
 from training.metrics import compute_metrics
-from training.teacher import load_teachers
+from training.teacher_model import load_teachers
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from training import runlog, schedule
 from training.cache import ImageCache, ViewConfig
 from training.data import class_counts, content_digests, run_splits
 from training.evaluate import default_workers, eval_loader
-from training.teacher import load_teachers  # its model code is imported only when a teacher is built
+from training.teacher_model import load_teachers  # its model code is imported only when a teacher is built
 from training.weights import freeze_blocks, load_init, load_pretrained
 
 

@@ -12,7 +12,7 @@ from handlers import precision
 from handlers.model import load_checkpoint
 from tests.imagefolder import make_train_val
 from tests.unit.test_training import TINY, read_rows
-from training import distill, teacher, train
+from training import distill, teacher, teacher_model, train
 from training.cache import ImageCache
 
 CLASSES = ["icons", "prints", "statues"]
@@ -28,7 +28,7 @@ def teacher_ckpt(tmp_path_factory, data):
     """A teacher fine-tuned for one epoch from a state dict the test writes (no package weights needed)."""
     root = tmp_path_factory.mktemp("teacher")
     torch.manual_seed(0)
-    imagenet_like = teacher.Teacher("lite0", [str(i) for i in range(1000)])
+    imagenet_like = teacher_model.Teacher("lite0", [str(i) for i in range(1000)])
     torch.save(imagenet_like.net.state_dict(), root / "imagenet.pth")
     args = teacher.get_args_parser().parse_args(
         ["--data", str(data), "--output", str(root / "run"), "--weights", str(root / "imagenet.pth")]
@@ -45,14 +45,14 @@ def teacher_ckpt(tmp_path_factory, data):
 def test_teacher_refuses_a_state_dict_of_another_shape(tmp_path):
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(SystemExit, match="does not fit"):
-        teacher.Teacher("lite0", CLASSES).load_imagenet(tmp_path / "bad.pth")
+        teacher_model.Teacher("lite0", CLASSES).load_imagenet(tmp_path / "bad.pth")
 
 
 def test_teacher_labels_must_match_the_run(teacher_ckpt):
-    loaded = teacher.load_teacher(teacher_ckpt, CLASSES)
+    loaded = teacher_model.load_teacher(teacher_ckpt, CLASSES)
     assert not any(p.requires_grad for p in loaded.parameters()), "a loaded teacher must be frozen"
     with pytest.raises(SystemExit, match="labels"):
-        teacher.load_teacher(teacher_ckpt, ["a", "b", "c"])
+        teacher_model.load_teacher(teacher_ckpt, ["a", "b", "c"])
 
 
 def test_student_sees_the_teachers_crop_scaled_down(tmp_path, data, teacher_ckpt):
@@ -74,14 +74,14 @@ def test_student_sees_the_teachers_crop_scaled_down(tmp_path, data, teacher_ckpt
 
 
 def test_an_ensemble_of_teachers_averages_log_probabilities_each_at_its_resolution(tmp_path, data, teacher_ckpt):
-    small = teacher.load_teacher(teacher_ckpt, CLASSES)
-    large = teacher.Teacher("lite1", CLASSES)  # 240 px
+    small = teacher_model.load_teacher(teacher_ckpt, CLASSES)
+    large = teacher_model.Teacher("lite1", CLASSES)  # 240 px
     torch.save(
         {**torch.load(teacher_ckpt, weights_only=True), "variant": "lite1", "state_dict": large.net.state_dict()},
         tmp_path / "lite1.pt",
     )
-    both = teacher.load_teachers([teacher_ckpt, tmp_path / "lite1.pt"], CLASSES)
-    assert isinstance(both, teacher.TeacherEnsemble) and both.image_size == 240 and both.variant == "lite0+lite1"
+    both = teacher_model.load_teachers([teacher_ckpt, tmp_path / "lite1.pt"], CLASSES)
+    assert isinstance(both, teacher_model.TeacherEnsemble) and both.image_size == 240 and both.variant == "lite0+lite1"
     assert not any(p.requires_grad for p in both.parameters()), "an ensemble of teachers must be frozen"
     seen = []
     for member in both.members:
@@ -93,7 +93,9 @@ def test_an_ensemble_of_teachers_averages_log_probabilities_each_at_its_resoluti
         expected = (F.log_softmax(small(small_view), 1) + F.log_softmax(both.members[1](x), 1)) / 2
     assert seen[:2] == [224, 240], f"each member must see the view at its own resolution: {seen}"
     torch.testing.assert_close(out, expected)
-    assert isinstance(teacher.load_teachers(str(teacher_ckpt)), teacher.Teacher), "one path (a YAML string) = one"
+    assert isinstance(teacher_model.load_teachers(str(teacher_ckpt)), teacher_model.Teacher), (
+        "one path (a YAML string) = one"
+    )
     args = train.parse_args([*TINY, "--teacher", str(teacher_ckpt), str(tmp_path / "lite1.pt")])
     assert args.teacher == [str(teacher_ckpt), str(tmp_path / "lite1.pt")], args.teacher
     (tmp_path / "run.yaml").write_text(f"teacher: {teacher_ckpt}\n")
@@ -101,11 +103,11 @@ def test_an_ensemble_of_teachers_averages_log_probabilities_each_at_its_resoluti
     assert args.teacher == [str(teacher_ckpt)], f"a YAML path without a list is one teacher: {args.teacher}"
 
 
-def opinionated_teacher(data) -> teacher.Teacher:
+def opinionated_teacher(data) -> teacher_model.Teacher:
     """A random teacher with confident, image-dependent answers: BatchNorm statistics calibrated on the data
     (random EfficientNet weights alone give near-zero activations) and a large random head."""
     torch.manual_seed(3)
-    t = teacher.Teacher("lite0", CLASSES)
+    t = teacher_model.Teacher("lite0", CLASSES)
     for m in t.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.reset_running_stats()
@@ -126,7 +128,7 @@ def test_distillation_loss_falls_and_is_zero_for_identical_logits(tmp_path, data
     assert distill.distillation_loss(logits, logits, hard, 0.25, 2.0) == pytest.approx(0.75), "blend weights wrong"
     opinionated = opinionated_teacher(data)
     teacher_ckpt = tmp_path / "teacher.pt"
-    teacher.save_teacher(teacher_ckpt, opinionated, {})
+    teacher_model.save_teacher(teacher_ckpt, opinionated, {})
     run = train.main(
         train.parse_args(
             [*TINY, "--data", str(data), "--output", str(tmp_path / "kd"), "--epochs", "6", "--teacher"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.imagefolder import make_train_val
-from training import probe, teacher
+from training import probe, teacher_model
 from training.cache import ImageCache
 from training.data import find_splits, split_dev
 
@@ -29,7 +29,7 @@ def weights(tmp_path_factory):
     paths = {}
     for variant in ("lite0", "lite1"):
         paths[variant] = root / f"{variant}.pth"
-        torch.save(teacher.Teacher(variant, [str(i) for i in range(1000)]).net.state_dict(), paths[variant])
+        torch.save(teacher_model.Teacher(variant, [str(i) for i in range(1000)]).net.state_dict(), paths[variant])
     return paths
 
 
@@ -77,7 +77,7 @@ EMPTY = {"accuracy": 0.0, "macro_f1": 0.0, "per_class": {}}
 
 
 def test_embed_averages_the_mirror_view_and_keeps_the_classifier(data, weights):
-    t = teacher.Teacher("lite0", CLASSES)
+    t = teacher_model.Teacher("lite0", CLASSES)
     t.load_imagenet(weights["lite0"])
     head = t.net._fc
     cache = ImageCache(find_splits(data).val[:2])
