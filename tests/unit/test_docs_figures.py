@@ -1,5 +1,6 @@
 """Figures come from commands: every figure table in README.md and docs/ is a results file's table, current, naming
-its date, machine, command and source file (loadtests/figures.py, `make docs-tables`)."""
+its date, machine, command and source file (loadtests/figures.py, `make docs-tables`), or a derivation from stated
+constants that a named test recomputes."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ import pytest
 from deploy import ROOT
 from loadtests import figures
 
-# Pages whose tables are owned elsewhere and not yet made from results files: reliability.md's fault, overload and
-# soak tables (issue 26). Remove a page from here once its tables are marked blocks.
-NOT_YET = {"docs/reliability.md"}
+# Pages whose tables are owned elsewhere and not yet made from results files. Remove a page from here once its tables
+# are marked blocks.
+NOT_YET: set[str] = set()
+# A derivation: a table computed from constants the page states, not measured (docs/reliability.md's memory limits),
+# between <!-- derivation: PATH --> and <!-- /derivation -->, where PATH is the test that recomputes it and names
+# the page.
+DERIVATION = re.compile(r"<!-- derivation: (\S+) -->\n(.*?)<!-- /derivation -->", re.S)
 # A cell that is a measured figure: a number with decimals, perhaps several and a unit ("0.860", "19.25 img/s",
 # "72.8 / 109.7 s", "2.74x"). Reference tables (status codes, limits, settings, prose) have no such cell.
 FIGURE = re.compile(r"^[*~]*\d+\.\d+(\s*[/,-]\s*\d+(\.\d+)?)*\s*(x|%|ms|s|img/s|req/s|MiB|MB|GB|GiB)?[*]*$")
@@ -44,11 +49,11 @@ def is_figure(row: str) -> bool:
 
 
 def marked_lines(text: str) -> set[int]:
-    """Line numbers inside the page's marked figure blocks."""
+    """Line numbers inside the page's marked figure blocks and derivations."""
     inside = set()
-    for match in figures.BLOCK.finditer(text):
-        first = text[: match.start(3)].count("\n") + 1
-        inside |= set(range(first, first + match.group(3).count("\n") + 1))
+    for match, group in [(m, 3) for m in figures.BLOCK.finditer(text)] + [(m, 2) for m in DERIVATION.finditer(text)]:
+        first = text[: match.start(group)].count("\n") + 1
+        inside |= set(range(first, first + match.group(group).count("\n") + 1))
     return inside
 
 
@@ -63,6 +68,16 @@ def test_every_figure_table_is_a_results_files_table(name):
         f"{name}: figure tables at lines {loose} are typed in by hand; put the figures in a results/NAME/figures.json "
         "(a command's output) and mark the table <!-- figures: results/NAME/figures.json --> ... <!-- /figures -->"
     )
+
+
+@pytest.mark.parametrize("name", page_names())
+def test_derivations_name_the_test_that_recomputes_them(name):
+    for match in DERIVATION.finditer((ROOT / name).read_text(encoding="utf-8")):
+        path = match.group(1)
+        is_test = path.startswith("tests/") and (ROOT / path).is_file()
+        assert is_test, f"{name}: the derivation names {path}, not a test file"
+        assert name in (ROOT / path).read_text(encoding="utf-8"), f"{name}: {path} does not name this page"
+        assert "|" in match.group(2), f"{name}: the derivation of {path} holds no table"
 
 
 @pytest.mark.parametrize("name", page_names())
