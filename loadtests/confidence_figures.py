@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from deploy import ROOT
+from training.calibrate import policy_rule
 
 
 def _t(value: float | list[float], labels: list[str]) -> str:
@@ -41,7 +42,7 @@ def confidence_figures(card_path: Path) -> dict | None:
     ]
     policy_rows = [
         ["temperature", _t(cal["temperature"], card["labels"])],
-        ["review policy", f"review below {pol['review_below']:g}"],
+        ["review policy", policy_rule(pol["review_below"])],
         ["its promise", f"accepted tags wrong at most {pol['max_error']:.1%}, with {pol['confidence']:.0%} confidence"],
         [
             "chosen on",

@@ -194,6 +194,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def policy_rule(review_below: float) -> str:
+    """The policy in words: its threshold, or every tag to review when no threshold qualified."""
+    return f"review below {review_below:g}" if review_below <= 1 else "review every tag (no threshold qualified)"
+
+
 def print_entry(entry: dict) -> None:
     pol, val = entry["review_policy"], entry["validation"]
     out = val["policy"]
@@ -208,7 +213,7 @@ def print_entry(entry: dict) -> None:
             f"NLL {m['nll_before']:.4f} -> {m['nll_after']:.4f}"
         )
     print(
-        f"policy: review below {pol['review_below']:g}: accepted tags wrong at most {pol['max_error']:.1%} with "
+        f"policy: {policy_rule(pol['review_below'])}: accepted tags wrong at most {pol['max_error']:.1%} with "
         f"{pol['confidence']:.0%} confidence ({pol['accepted']} of {pol['n_images']} accepted, {pol['errors']} wrong, "
         f"bound {pol['upper_bound'] if pol['upper_bound'] is None else round(pol['upper_bound'], 4)}; the tightest "
         f"bound these images allow is {pol['best_possible_bound']:.4f})"
