@@ -208,3 +208,22 @@ def test_resolution_at_the_teachers_own_size_equals_its_evaluation(tmp_path, dat
     )[str(teacher_ckpt)]["dev"]
     assert report[224]["macro_f1"] == evaluated["macro_f1"], f"{report[224]} vs the teacher's own {evaluated}"
     assert json.loads((tmp_path / "r.json").read_text())["dev_images"] == evaluated["n_images"]
+
+
+def test_resume_with_a_teacher_and_balanced_classes_equals_an_uninterrupted_run(tmp_path, data, teacher_ckpt):
+    """The grown data's recipe (teacher on the same views, class-balanced loss, mixup) stopped by its time budget
+    after one step and resumed gives the weights of an uninterrupted run."""
+    common = [*TINY, "--data", str(data), "--epochs", "1", "--augment", "art", "--mixup", "0.4"]
+    common += ["--teacher", str(teacher_ckpt), "--kd-weight", "0.8", "--class-weights", "balanced"]
+    straight = train.main(train.parse_args([*common, "--output", str(tmp_path / "straight")]))
+    pieces = tmp_path / "pieces"
+    train.main(train.parse_args([*common, "--output", str(pieces), "--time-budget", "1e-6"]))
+    state = load_checkpoint(pieces / "last.pt")["resume"]
+    assert (state["epoch"], state["step"]) == (0, 1), f"a spent budget should stop after one step: {state}"
+    train.main(train.parse_args([*common, "--output", str(pieces), "--resume"]))
+    record = load_checkpoint(pieces / "best.pt")["training"]
+    assert record["teacher"] == [str(teacher_ckpt)] and record["args"]["class_weights"] == "balanced", record["args"]
+    a = load_checkpoint(straight / "last.pt")["state_dict"]
+    b = load_checkpoint(pieces / "last.pt")["state_dict"]
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), f"{key} differs after budget + resume"
