@@ -78,6 +78,11 @@ def confidence_histogram(probabilities: Sequence[float], review_below: float, pa
     ax.set_ylabel("images")
     ax.set_title(f"Confidence of {len(probabilities)} tagged images")
     ax.legend()
+    return save_png(fig, path)
+
+
+def save_png(fig, path: Path) -> bytes:
+    """``fig`` as a PNG written to ``path`` (the figure closed); the bytes, for a data URI."""
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -10,7 +10,6 @@ rule it used, and the report shows the risk-coverage curve and how many wrong ta
 from __future__ import annotations
 
 import html
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tagging.report_data import data_uri  # noqa: E402
+from tagging.report_data import data_uri, save_png  # noqa: E402
 
 #: The threshold when neither the model nor the run names one (the rule before review policies existed).
 FALLBACK_REVIEW_BELOW = 0.5
@@ -95,12 +94,7 @@ def risk_coverage_png(records: Sequence[dict], rule: ReviewRule, path: Path) -> 
     ax.set_ylim(0, 1)
     ax.set_title("Risk and coverage")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    path.write_bytes(buf.getvalue())
-    return buf.getvalue()
+    return save_png(fig, path)
 
 
 def summary(records: Sequence[dict], rule: ReviewRule) -> dict:
