@@ -134,6 +134,12 @@ def test_page_from_an_allowed_origin_classifies_and_overlays(browser, pages, cor
         assert edge == 0, f"the map must cover only the centred square the model sees; alpha at the left edge {edge}"
         opacity = float(page.eval_on_selector("#heat", "c => getComputedStyle(c).opacity"))
         assert 0 < opacity < 1, f"the overlay must be semi-transparent over the picture (opacity {opacity})"
+
+        assert not page.is_visible("#review-note"), "the tiny model has no review policy, so no review note"
+        for review, words in ((True, "should check"), (False, "trusted without a check")):
+            page.evaluate("a => showPrediction(a)", dict(expected, review=review, review_below=0.97))
+            note = page.inner_text("#review-note")
+            assert page.is_visible("#review-note") and words in note and "97.0 %" in note, f"review={review}: {note!r}"
     finally:
         page.close()
 
