@@ -13,6 +13,7 @@ docs/reliability.md by ``make docs-tables``), and is printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import io
 import json
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -85,16 +87,40 @@ def workers(t) -> list[tuple[int, str]]:
     return [(int(w["pid"]), w.get("startTime", "")) for w in t.model_status().get("workers", [])]
 
 
-def workers_rss(t) -> int:
-    """RSS of the model's workers and their decode children, in bytes."""
+def tree_rss(pids) -> int:
+    """RSS of these processes and all their children (a worker and its decode children), in bytes."""
     total = 0
-    for pid, _ in workers(t):
+    for pid in pids:
         try:
             proc = psutil.Process(pid)
             total += sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
         except psutil.Error:
             pass
     return total
+
+
+def workers_rss(t) -> int:
+    """RSS of the model's workers and their decode children, in bytes."""
+    return tree_rss(pid for pid, _ in workers(t))
+
+
+@contextlib.contextmanager
+def rss_peak(rss: Callable[[], int]) -> Iterator[dict]:
+    """``{"baseline": rss() before, "peak": the highest rss() sampled every 50 ms while the block runs}``."""
+    seen, done = {"baseline": rss(), "peak": 0}, threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen["peak"] = max(seen["peak"], rss())
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        watcher.join()
 
 
 def against_server(t) -> dict:
@@ -125,30 +151,18 @@ def burst(t, image: bytes, count: int) -> dict:
     """``count`` copies of ``image`` at once: the workers' RSS growth (workers + decode children) over the burst."""
     with ThreadPoolExecutor(max_workers=4) as pool:  # every worker has forked its decode children before the baseline
         list(pool.map(lambda i: post(t.predict_url, photo((320, 240), seed=i)), range(8)))
-    baseline, peak, done = workers_rss(t), [0], threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], workers_rss(t))
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     start = time.perf_counter()
-    try:
-        with ThreadPoolExecutor(max_workers=count) as pool:
-            answers = list(pool.map(lambda _: post(t.predict_url, image, "image/png"), range(count)))
-    finally:
-        done.set()
-        watcher.join()
+    with rss_peak(lambda: workers_rss(t)) as rss, ThreadPoolExecutor(max_workers=count) as pool:
+        answers = list(pool.map(lambda _: post(t.predict_url, image, "image/png"), range(count)))
+    baseline, peak = rss["baseline"], rss["peak"]
     return {
         "images": count,
         "image_bytes": len(image),
         "statuses": sorted({a["status"] for a in answers}),
         "seconds": round(time.perf_counter() - start, 2),
         "baseline_rss_mib": round(baseline / 2**20),
-        "peak_rss_mib": round(peak[0] / 2**20),
-        "growth_mib": round((peak[0] - baseline) / 2**20),
+        "peak_rss_mib": round(peak / 2**20),
+        "growth_mib": round((peak - baseline) / 2**20),
     }
 
 

@@ -6,14 +6,13 @@ images stays within a memory bound, the explanations API answers the same, and a
 from __future__ import annotations
 
 import random
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import psutil
 import pytest
 import requests
 
+from loadtests.decode_cost import rss_peak, tree_rss
 from tests.conftest import run_server
 from tests.hostile import Case, costly_cases, jpeg_scan_bomb, png16_gradient, worker_identities
 from tests.images import jpeg
@@ -73,14 +72,7 @@ def test_scan_bombs_are_refused_at_once_and_do_not_delay_a_valid_image(ts_server
 
 def workers_rss(server) -> int:
     """RSS of the model's workers and their decode children, in bytes."""
-    total = 0
-    for pid in [w["pid"] for m in server.model_status() for w in m.get("workers", [])]:
-        try:
-            proc = psutil.Process(pid)
-            total += sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])
-        except psutil.Error:
-            pass
-    return total
+    return tree_rss(w["pid"] for m in server.model_status() for w in m.get("workers", []))
 
 
 def test_a_burst_of_16_bit_7000x7000_pngs_stays_within_memory(ts_server):
@@ -89,24 +81,12 @@ def test_a_burst_of_16_bit_7000x7000_pngs_stays_within_memory(ts_server):
     image = Case("16-bit 7000x7000 PNG", png16_gradient(7000), "image/png")
     with ThreadPoolExecutor(max_workers=4) as pool:  # both workers' decode children exist before the baseline
         list(pool.map(lambda i: send(ts_server.predict_url, Case("warm", jpeg(seed=i))), range(8)))
-    baseline, peak, done = workers_rss(ts_server), [0], threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], workers_rss(ts_server))
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            answers = list(pool.map(lambda _: send(ts_server.predict_url, image), range(8)))
-    finally:
-        done.set()
-        watcher.join()
+    with rss_peak(lambda: workers_rss(ts_server)) as rss, ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: send(ts_server.predict_url, image), range(8)))
     wrong = [m for m in (mismatch(*a) for a in answers) if m]
     assert not wrong, "\n".join(wrong)
-    growth = peak[0] - baseline
+    baseline = rss["baseline"]
+    growth = rss["peak"] - baseline
     assert growth < BURST_RSS_BOUND, f"the workers grew by {growth / GIB:.2f} GiB (baseline {baseline / GIB:.2f} GiB)"
 
 
