@@ -14,7 +14,8 @@ import requests
 
 from loadtests.decode_cost import rss_peak, tree_rss
 from tests.conftest import run_server
-from tests.hostile import Case, costly_cases, jpeg_scan_bomb, png16_gradient, worker_identities
+from tests.costly import costly_cases, jpeg_scan_bomb, png16_gradient
+from tests.hostile import Case, worker_identities
 from tests.images import jpeg
 from tests.integration.test_hostile import mismatch, send
 

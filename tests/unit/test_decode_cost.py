@@ -20,7 +20,7 @@ from handlers.decoding import Limits, decode_image, open_image, to_8bit_grey
 from handlers.errors import InputError, PayloadTooLarge, TooCostly
 from handlers.preprocessing import PreprocessConfig, decode_crop, preprocess_batch, preprocess_bytes
 from loadtests.decode_cost import PEAK_CODE
-from tests.hostile import animated, costly_cases, jpeg_scan_bomb, png16_gradient
+from tests.costly import animated, costly_cases, jpeg_scan_bomb, png16_gradient
 from tests.images import encode, jpeg, pattern
 from tests.unit.test_handler import initialized, model_dir, raw_request, run_batch
 
