@@ -167,7 +167,7 @@ def write(source: Path, output: Path, ckpt: dict, entry: dict) -> dict | None:
         return None
     sha = sha256_file(output)
     card |= {"weights_sha256": sha, "version": f"{ckpt['arch']}-{time.strftime('%Y%m%d', time.gmtime())}-{sha[:12]}"}
-    card["calibration"] = {k: v for k, v in entry.items() if k != "fit"} | {"fit": entry["fit"]}
+    card["calibration"] = entry
     default_card_path(output).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return card
 
