@@ -29,6 +29,7 @@ from training import DATA_DIR
 from training import calibrate as calibration
 from training.data import class_counts, content_digests, find_splits, run_splits
 from training.evaluate import default_device, default_workers, eval_loader, predict_batches
+from training.lineage import provenance
 from training.metrics import compute_metrics
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -131,6 +132,7 @@ def make_card(
         }
         | {"device": training.get("device")}
         | {"args": training.get("args")},
+        "provenance": provenance(training),
     }
     if notes:
         card["notes"] = notes

@@ -18,6 +18,7 @@ from training import runlog, schedule
 from training.cache import ImageCache, ViewConfig
 from training.data import class_counts, content_digests, run_splits
 from training.evaluate import default_workers, eval_loader
+from training.lineage import machine
 from training.teacher_model import load_teachers  # its model code is imported only when a teacher is built
 from training.weights import freeze_blocks, load_init, load_pretrained
 
@@ -45,6 +46,7 @@ class RunState:
         self.args = args
         self.run_dir = Path(args.output)
         self.device, self.amp_dtype, self.channels_last = resolve_precision(args)
+        self.machine = machine(self.device)  # for the record: the model card says where each stage trained
         if args.workers is None:
             args.workers = default_workers(self.device)
         torch.manual_seed(args.seed)
@@ -115,6 +117,7 @@ class RunState:
             "args": vars(self.args),
             "torch": str(torch.__version__),
             "device": str(self.device),
+            "machine": self.machine,
         }
 
     def save(self, epoch: int, improved: bool, step: int = 0) -> None:

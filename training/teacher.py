@@ -25,6 +25,7 @@ from handlers.precision import native_autocast_dtype
 from training import DATA_DIR, runlog, schedule
 from training.cache import ImageCache, ViewConfig, epoch_order, step_generator, view_batch
 from training.data import dev_splits
+from training.lineage import machine
 from training.metrics import compute_metrics
 from training.teacher_model import VARIANTS, Teacher, load_teacher, load_teachers, package_weights, save_teacher
 
@@ -177,6 +178,7 @@ def main(args: argparse.Namespace) -> dict:
         if improved:
             best = m["macro_f1"]
             record = {"epoch": epoch, "source": source, "args": vars(args), "dev": m, "split": splits.source}
+            record["machine"] = machine(device)
             save_teacher(run_dir / "teacher.pt", teacher, record)
         runlog.write_rows(run_dir / "metrics.csv", rows)
         print(
@@ -187,6 +189,8 @@ def main(args: argparse.Namespace) -> dict:
     best_teacher = load_teacher(run_dir / "teacher.pt").to(device, memory_format=torch.channels_last)
     report = {name: evaluate_teacher(best_teacher, caches[name], device, amp) for name in ("dev", "val")}
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    record |= {"val": report["val"], "train_seconds": sum(r["epoch_seconds"] for r in rows)}  # what it cost in all
+    save_teacher(run_dir / "teacher.pt", best_teacher, record)
     for name, m in report.items():
         print(
             f"{name}: accuracy {m['accuracy']:.4f} macro-F1 {m['macro_f1']:.4f} "

@@ -104,6 +104,8 @@ def load_init(model: ArtVGG, path: str, labels: list[str], held_out: set[str], d
         "sha256": sha256_file(path),
         "epoch": training.get("epoch"),
         "train_seconds": training.get("train_seconds"),
+        "image_size": (training.get("args") or {}).get("image_size"),
+        "machine": training.get("machine"),
         "pretrained": training.get("pretrained"),
         "teacher": training.get("teacher"),
         "init_from": training.get("init_from"),
