@@ -10,6 +10,8 @@ from pathlib import Path
 import psutil
 import torch
 
+from training.lineage import cpu_model
+
 SHARED_NOTE = "figures vary with other load on the machine (see load_average_1_5_15m); ratios are same-run"
 # CPU flags that decide the compute path (handlers/precision.py: bf16 where native) and a forward pass's speed.
 RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
@@ -32,14 +34,7 @@ def gpu() -> str | None:
 
 def machine() -> dict:
     """What a benchmark's summary.json records as ``machine``."""
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     return {
         "cpu": cpu,
         "cpu_flags": cpu_flags(),

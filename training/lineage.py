@@ -17,17 +17,20 @@ import torch
 TEACHER_RECIPE = ("epochs", "views", "min_scale", "opt", "lr", "weight_decay", "label_smoothing", "class_weights")
 
 
-def machine(device: torch.device | None = None) -> str:
-    """The CPU's model name (as ``lscpu`` shows it) and core count, and the GPU's name when ``device`` is CUDA."""
-    name = ""
+def cpu_model() -> str:
+    """The CPU's model name as ``lscpu`` shows it (from /proc/cpuinfo), else what ``platform`` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
             if line.lower().startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    cpu = f"{name or platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device | None = None) -> str:
+    """The CPU's model name and torch thread count, and the GPU's name when ``device`` is CUDA."""
+    cpu = f"{cpu_model()}, {torch.get_num_threads()} threads"
     if device is not None and device.type == "cuda":
         return f"{cpu}; GPU {torch.cuda.get_device_name(device)}"
     return cpu
