@@ -10,8 +10,9 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 
-from tests.hostile import Case, hostile_cases, metric_value, mutated_image, worker_identities
+from tests.hostile import Case, hostile_cases, metric_value, worker_identities
 from tests.images import ART5_LABELS, jpeg
+from tests.strategies import mutated_image
 
 pytestmark = pytest.mark.integration
 

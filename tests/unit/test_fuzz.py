@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from handlers.art_handler import ArtHandler
 from handlers.labels import write_label_map
 from loadtests.harness import random_checkpoint
-from tests.hostile import SEEDS, mutated_image, request_fields
 from tests.images import ART5_LABELS
+from tests.strategies import SEEDS, mutated_image, request_fields
 
 EXAMPLES = int(os.environ.get("ARTSERVE_FUZZ_EXAMPLES", "40"))
 DERANDOMIZE = os.environ.get("ARTSERVE_FUZZ_RANDOM", "") == ""

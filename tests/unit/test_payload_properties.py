@@ -1,7 +1,7 @@
 """Property tests (hypothesis) over the request parsers: whatever the body, headers or form, each request gets a
 prediction-ready image or the project's ``InputError`` (a 4xx), never another exception (which would be a 500).
 
-Strategies are in tests/hostile.py (request shapes); tests/unit/test_fuzz.py runs the same shapes through the
+Strategies are in tests/strategies.py (request shapes); tests/unit/test_fuzz.py runs the same shapes through the
 handler. Derandomized (a fixed set of examples per run) so CI is repeatable; hunt locally with
 ``ARTSERVE_FUZZ_EXAMPLES=3000 ARTSERVE_FUZZ_RANDOM=1`` (as test_fuzz.py).
 """
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from handlers.errors import InputError
 from handlers.payload import extract_image, media_type
 from handlers.preprocessing import Limits, PreprocessConfig, preprocess_bytes
-from tests.hostile import SEEDS, content_types, data_urls, json_bodies, request_fields
+from tests.strategies import SEEDS, content_types, data_urls, json_bodies, request_fields
 
 PROPERTY = settings(
     max_examples=int(os.environ.get("ARTSERVE_FUZZ_EXAMPLES", "200")),
