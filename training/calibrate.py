@@ -139,7 +139,7 @@ def calibrate(ckpt: dict, args: argparse.Namespace) -> dict:
     policy = select_review_below(conf, pred == targets[chooses], args.max_error, 1 - args.confidence)
     val_probs, val_targets = raw_probabilities(ckpt, val, args)
     val_targets = torch.tensor(val_targets)
-    return {
+    entry = {
         "temperature": temperature,
         "temperature_kind": chosen["kind"],
         "temperature_cross_validated_nll": chosen["cross_validated_nll"],
@@ -152,10 +152,13 @@ def calibrate(ckpt: dict, args: argparse.Namespace) -> dict:
         | {"policy": policy_outcome(scaled(val_probs, temperature), val_targets, policy["review_below"])},
         "precision": args.precision,
         "device": str(torch.device(args.device) if args.device else default_device()),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m training.calibrate " + " ".join(sys.argv[1:]),
     }
+    # plain JSON types only: the checkpoint must load with weights_only (torch.__version__ is a str subclass that
+    # the safe unpickler refuses)
+    return json.loads(json.dumps(entry))
 
 
 def write(source: Path, output: Path, ckpt: dict, entry: dict) -> dict | None:

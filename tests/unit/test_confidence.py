@@ -17,6 +17,9 @@ from tagging.client import Result
 from tagging.records import to_record
 from tagging.review_policy import FALLBACK_REVIEW_BELOW, ReviewRule, resolve_rule, summary
 from tests.images import jpeg
+from tests.unit.test_distill import data  # noqa: F401  (fixture: tiny data)
+from tests.unit.test_training import TINY
+from training import calibrate, train
 from training.confidence import (
     apply_temperature,
     calibration_report,
@@ -172,3 +175,15 @@ def test_tagging_flags_by_the_models_policy_unless_told_otherwise(tmp_path):
     old = [to_record(answer("/x.jpg", 0.45, None), ReviewRule(None, ""))]
     fallback = resolve_rule(None, old, card)
     assert old[0]["review"] and fallback.threshold(old[0]) == FALLBACK_REVIEW_BELOW, f"fallback: {fallback}"
+
+
+def test_calibrate_writes_a_checkpoint_that_serving_can_load(tmp_path, data):  # noqa: F811
+    """training.calibrate's output goes through the safe (weights_only) load that serving uses, entry intact."""
+    run = train.main(train.parse_args([*TINY, "--data", str(data), "--epochs", "1", "--output", str(tmp_path / "r")]))
+    out = tmp_path / "calibrated.pt"
+    args = calibrate.get_args_parser().parse_args([str(run / "best.pt"), "--data", str(data), "--output", str(out)])
+    entry = calibrate.main(args)
+    ckpt = load_checkpoint(out)
+    assert json.dumps(ckpt["calibration"]) == json.dumps(entry), "the entry must survive the safe load whole"
+    assert type(entry["torch"]) is str, type(entry["torch"])
+    assert ArtClassifier.load(out).calibration is not None
