@@ -152,7 +152,7 @@ def calibrate(ckpt: dict, args: argparse.Namespace) -> dict:
         | {"policy": policy_outcome(scaled(val_probs, temperature), val_targets, policy["review_below"])},
         "precision": args.precision,
         "device": str(torch.device(args.device) if args.device else default_device()),
-        "torch": str(torch.__version__),
+        "torch": torch.__version__,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m training.calibrate " + " ".join(sys.argv[1:]),
     }
