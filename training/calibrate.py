@@ -36,6 +36,7 @@ from training.confidence import (
     ece_noise_floor,
     expected_calibration_error,
     nll,
+    ranking_report,
     reliability,
     select_review_below,
 )
@@ -150,6 +151,10 @@ def calibrate(ckpt: dict, args: argparse.Namespace) -> dict:
         "held_out": calibration_summary(probs[~fit], targets[~fit], temperature),
         "validation": calibration_summary(val_probs, val_targets, temperature)
         | {"policy": policy_outcome(scaled(val_probs, temperature), val_targets, policy["review_below"])},
+        "ranking": {  # how well each score puts the wrong answers last (training.confidence.error_ranking)
+            "held_out": ranking_report(scaled(probs[~fit], temperature), targets[~fit]),
+            "validation": ranking_report(scaled(val_probs, temperature), val_targets),
+        },
         "precision": args.precision,
         "device": str(torch.device(args.device) if args.device else default_device()),
         "torch": torch.__version__,
@@ -225,6 +230,14 @@ def print_entry(entry: dict) -> None:
         f"val under the policy: {out['accepted']} of {out['n_images']} accepted ({out['accepted_share']:.1%}), "
         f"{out['accepted_errors']} of them wrong; {out['errors_total']} wrong in all"
     )
+    for name, report in (("held-out", entry["ranking"]["held_out"]), ("val", entry["ranking"]["validation"])):
+        print(
+            f"ranking of the errors on {name} ({report['n_images']}; AURC, lower ranks them better; error rate of "
+            "the most confident 25 / 50 / 75 %):"
+        )
+        for score, r in report["scores"].items():
+            at = " / ".join(f"{v:.1%}" for v in r["at_coverage"].values())
+            print(f"  {score:24s} {'-' if r['aurc'] is None else format(r['aurc'], '.4f')}   {at}")
 
 
 def main(args: argparse.Namespace) -> dict:

@@ -11,6 +11,11 @@
   ``delta / len(grid)`` (Bonferroni), so the bound holds for all of them at once and so for the one chosen, by a
   distribution-free argument (Learn then Test, Angelopoulos et al. 2021). The images must be exchangeable with the
   ones the policy will see and must not have chosen anything else (the temperature is fitted on other images).
+* :func:`ranking_scores` and :func:`error_ranking`: how well a score puts the wrong answers last, the quality a
+  review threshold rests on: the area under the risk-coverage curve (AURC; Geifman et al. 2019) and the error rate
+  of the most confident answers, for the top-1 probability and for two scores known to rank better after label
+  smoothing or distillation (the margin; the top centred logit over the logits' p-norm: Cattelan & Silva 2024,
+  Xia et al. 2025).
 """
 
 from __future__ import annotations
@@ -208,6 +213,50 @@ def select_review_below(
         "upper_bound": chosen["upper_bound"] if chosen else None,
         "best_possible_bound": clopper_pearson_upper(0, len(confidence), level),
         "grid": rows,
+    }
+
+
+#: Shares of the answers, most confident first, whose error rate :func:`error_ranking` reports.
+COVERAGES = (0.25, 0.5, 0.75)
+
+
+def ranking_scores(probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per answer, scores that rank it among the others (higher: more likely right): the top-1 probability, the
+    margin between the top two log-probabilities (the logits' top-two gap over T) and the top centred logit over
+    the centred logits' 1- and 2-norm. The centred log-probabilities are the centred logits over T, so every score
+    but the first is the same for any single temperature."""
+    logp = probs.double().clamp_min(1e-30).log()
+    top2 = logp.topk(2, dim=1).values
+    centred = logp - logp.mean(1, keepdim=True)
+    scores = {"probability": probs.double().max(1).values, "margin": top2[:, 0] - top2[:, 1]}
+    for p in (1, 2):
+        norm = centred.norm(p=p, dim=1, keepdim=True).clamp_min(1e-12)
+        scores[f"normalised logit (p={p})"] = (centred / norm).max(1).values
+    return scores
+
+
+def error_ranking(score: torch.Tensor, correct: torch.Tensor, coverages: Sequence[float] = COVERAGES) -> dict:
+    """The AURC of ``score`` (the mean, over k = 1..n, of the error rate among the k highest-scored answers; ties
+    broken by order; lowest when every wrong answer ranks below every right one, about the error rate for a random
+    ranking) and the error rate of the top ``coverages`` shares."""
+    ordered = (~correct.bool()[score.argsort(descending=True, stable=True)]).double()
+    n = len(ordered)
+    if n == 0:
+        return {"aurc": None, "at_coverage": {}}
+    risk = ordered.cumsum(0) / torch.arange(1, n + 1, dtype=torch.float64)
+    return {
+        "aurc": float(risk.mean()),
+        "at_coverage": {f"{c:g}": float(risk[max(1, round(c * n)) - 1]) for c in coverages},
+    }
+
+
+def ranking_report(probs: torch.Tensor, targets: torch.Tensor) -> dict:
+    """:func:`error_ranking` of every :func:`ranking_scores` score of ``probs`` against ``targets``."""
+    correct = probs.argmax(1) == targets
+    return {
+        "n_images": len(targets),
+        "error_rate": float((~correct).double().mean()) if len(targets) else None,
+        "scores": {name: error_ranking(s, correct) for name, s in ranking_scores(probs).items()},
     }
 
 

@@ -25,9 +25,12 @@ from training.confidence import (
     calibration_report,
     choose_temperature,
     clopper_pearson_upper,
+    error_ranking,
     expected_calibration_error,
     fit_class_temperatures,
     fit_temperature,
+    ranking_report,
+    ranking_scores,
     select_review_below,
 )
 
@@ -187,3 +190,29 @@ def test_calibrate_writes_a_checkpoint_that_serving_can_load(tmp_path, data):  #
     assert json.dumps(ckpt["calibration"]) == json.dumps(entry), "the entry must survive the safe load whole"
     assert type(entry["torch"]) is str, type(entry["torch"])
     assert ArtClassifier.load(out).calibration is not None
+    held_out = entry["ranking"]["held_out"]
+    assert set(held_out["scores"]) == {"probability", "margin", "normalised logit (p=1)", "normalised logit (p=2)"}
+    assert held_out["n_images"] == entry["held_out"]["n_images"]
+
+
+def test_error_ranking_measures_how_late_the_wrong_answers_come():
+    correct = torch.tensor([True, True, True, False])
+    best = error_ranking(torch.tensor([4.0, 3.0, 2.0, 1.0]), correct)  # the wrong answer last
+    worst = error_ranking(torch.tensor([1.0, 2.0, 3.0, 4.0]), correct)  # the wrong answer first
+    assert best["aurc"] == pytest.approx((0 + 0 + 0 + 1 / 4) / 4)
+    assert worst["aurc"] == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
+    assert best["at_coverage"] == {"0.25": 0.0, "0.5": 0.0, "0.75": 0.0}
+    assert worst["at_coverage"] == pytest.approx({"0.25": 1.0, "0.5": 0.5, "0.75": 1 / 3})
+
+
+def test_ranking_scores_other_than_the_probability_ignore_a_global_temperature():
+    logits, labels = synthetic(300, 1.0, seed=3)
+    cold, hot = torch.softmax(logits / 0.5, 1), torch.softmax(logits / 2.0, 1)
+    a, b = ranking_scores(cold), ranking_scores(hot)
+    for name in ("margin", "normalised logit (p=1)", "normalised logit (p=2)"):
+        scale = 4.0 if name == "margin" else 1.0  # log-probability gaps scale with 1 / T, normalised ones do not
+        assert torch.allclose(a[name], scale * b[name]), name  # log-probability gaps scale with 1 / T
+    report = ranking_report(cold, labels)
+    assert report["error_rate"] == pytest.approx(float((cold.argmax(1) != labels).double().mean()))
+    # labels drawn from the model's own probabilities: every score ranks the errors better than chance
+    assert all(r["aurc"] < report["error_rate"] for r in report["scores"].values())
