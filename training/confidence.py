@@ -223,8 +223,9 @@ COVERAGES = (0.25, 0.5, 0.75)
 def ranking_scores(probs: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per answer, scores that rank it among the others (higher: more likely right): the top-1 probability, the
     margin between the top two log-probabilities (the logits' top-two gap over T) and the top centred logit over
-    the centred logits' 1- and 2-norm. The centred log-probabilities are the centred logits over T, so every score
-    but the first is the same for any single temperature."""
+    the centred logits' 1- and 2-norm. The centred log-probabilities are the centred logits over T, so under one
+    temperature for all classes every score but the first ranks the answers alike whatever T is (the normalised
+    ones keep their values too; the margin scales with 1 / T)."""
     logp = probs.double().clamp_min(1e-30).log()
     top2 = logp.topk(2, dim=1).values
     centred = logp - logp.mean(1, keepdim=True)
