@@ -226,6 +226,12 @@ def print_entry(entry: dict) -> None:
         f"bound {pol['upper_bound'] if pol['upper_bound'] is None else round(pol['upper_bound'], 4)}; the tightest "
         f"bound these images allow is {pol['best_possible_bound']:.4f})"
     )
+    tight = pol.get("tightest")
+    if pol["review_below"] > 1 and tight:
+        print(
+            f"  the smallest error rate any threshold could promise here: {tight['upper_bound']:.1%} "
+            f"(review below {tight['review_below']:g}: {tight['accepted']} accepted, {tight['errors']} wrong)"
+        )
     print(
         f"val under the policy: {out['accepted']} of {out['n_images']} accepted ({out['accepted_share']:.1%}), "
         f"{out['accepted_errors']} of them wrong; {out['errors_total']} wrong in all"

@@ -193,13 +193,15 @@ def select_review_below(
     """The review policy chosen on these answers (``confidence``: calibrated top-1 probabilities, ``correct``:
     booleans): the lowest grid threshold whose Clopper-Pearson bound (level ``delta / len(grid)``) on the
     accepted tags' error rate is at most ``max_error``. When none qualifies, ``review_below`` is 1.0 + a
-    hair: every tag goes to review, and the record says so."""
+    hair: every tag goes to review, and the record says so; ``tightest`` names the threshold with the smallest
+    bound either way."""
     level = delta / len(grid)
     rows = risk_coverage(confidence, correct.bool(), grid)
     for row in rows:
         row["upper_bound"] = clopper_pearson_upper(row["errors"], row["accepted"], level)
     passing = [r for r in rows if r["upper_bound"] <= max_error]
     chosen = min(passing, key=lambda r: r["review_below"]) if passing else None
+    tightest = min(rows, key=lambda r: (r["upper_bound"], -r["accepted"]))
     return {
         "review_below": chosen["review_below"] if chosen else 1.000001,
         "max_error": max_error,
@@ -212,6 +214,9 @@ def select_review_below(
         "errors": chosen["errors"] if chosen else 0,
         "upper_bound": chosen["upper_bound"] if chosen else None,
         "best_possible_bound": clopper_pearson_upper(0, len(confidence), level),
+        # the smallest error rate some grid threshold could promise on these answers (what --max-error would have
+        # to be for a policy to exist), so that "no threshold qualified" says how far off it is
+        "tightest": {k: tightest[k] for k in ("review_below", "accepted", "errors", "upper_bound")},
         "grid": rows,
     }
 

@@ -21,6 +21,7 @@ from tests.unit.test_distill import data  # noqa: F401  (fixture: tiny data)
 from tests.unit.test_training import TINY
 from training import calibrate, train
 from training.confidence import (
+    REVIEW_GRID,
     apply_temperature,
     calibration_report,
     choose_temperature,
@@ -106,6 +107,9 @@ def test_no_threshold_qualifies_sends_every_tag_to_review():
     policy = select_review_below(conf, correct, 0.02, 0.05)
     assert policy["accepted"] == 0 and policy["review_below"] > 1, f"a 20 % error set got a policy: {policy}"
     assert Calibration(1.0, policy["review_below"]).review(0.999999), "every tag must go to review"
+    tight = policy["tightest"]  # all 50 accepted at every threshold: 10 wrong, the bound of 10 in 50
+    assert (tight["accepted"], tight["errors"]) == (50, 10), tight
+    assert tight["upper_bound"] == clopper_pearson_upper(10, 50, 0.05 / len(REVIEW_GRID)) > 0.2
 
 
 def test_calibration_report_undoes_the_served_temperature():
