@@ -140,6 +140,7 @@ def calibrate(ckpt: dict, args: argparse.Namespace) -> dict:
     policy = select_review_below(conf, pred == targets[chooses], args.max_error, 1 - args.confidence)
     val_probs, val_targets = raw_probabilities(ckpt, val, args)
     val_targets = torch.tensor(val_targets)
+    val_scaled = scaled(val_probs, temperature)
     entry = {
         "temperature": temperature,
         "temperature_kind": chosen["kind"],
@@ -150,10 +151,10 @@ def calibrate(ckpt: dict, args: argparse.Namespace) -> dict:
         "fit": calibration_summary(probs[fit], targets[fit], temperature),
         "held_out": calibration_summary(probs[~fit], targets[~fit], temperature),
         "validation": calibration_summary(val_probs, val_targets, temperature)
-        | {"policy": policy_outcome(scaled(val_probs, temperature), val_targets, policy["review_below"])},
+        | {"policy": policy_outcome(val_scaled, val_targets, policy["review_below"])},
         "ranking": {  # how well each score puts the wrong answers last (training.confidence.error_ranking)
             "held_out": ranking_report(scaled(probs[~fit], temperature), targets[~fit]),
-            "validation": ranking_report(scaled(val_probs, temperature), val_targets),
+            "validation": ranking_report(val_scaled, val_targets),
         },
         "precision": args.precision,
         "device": str(torch.device(args.device) if args.device else default_device()),
@@ -226,8 +227,8 @@ def print_entry(entry: dict) -> None:
         f"bound {pol['upper_bound'] if pol['upper_bound'] is None else round(pol['upper_bound'], 4)}; the tightest "
         f"bound these images allow is {pol['best_possible_bound']:.4f})"
     )
-    tight = pol.get("tightest")
-    if pol["review_below"] > 1 and tight:
+    if pol["review_below"] > 1:
+        tight = pol["tightest"]
         print(
             f"  the smallest error rate any threshold could promise here: {tight['upper_bound']:.1%} "
             f"(review below {tight['review_below']:g}: {tight['accepted']} accepted, {tight['errors']} wrong)"

@@ -215,7 +215,7 @@ def test_ranking_scores_other_than_the_probability_ignore_a_global_temperature()
     a, b = ranking_scores(cold), ranking_scores(hot)
     for name in ("margin", "normalised logit (p=1)", "normalised logit (p=2)"):
         scale = 4.0 if name == "margin" else 1.0  # log-probability gaps scale with 1 / T, normalised ones do not
-        assert torch.allclose(a[name], scale * b[name]), name  # log-probability gaps scale with 1 / T
+        assert torch.allclose(a[name], scale * b[name]), name
     report = ranking_report(cold, labels)
     assert report["error_rate"] == pytest.approx(float((cold.argmax(1) != labels).double().mean()))
     # labels drawn from the model's own probabilities: every score ranks the errors better than chance
