@@ -3,8 +3,11 @@
 A model calibrated by ``training.calibrate`` answers each prediction with ``review`` and ``review_below`` (the
 policy's threshold on the calibrated probability, chosen so that the tags at or above it are wrong at most a
 stated share of the time, with a stated confidence; docs/model.md). ``make tag`` flags by that policy unless
-``--review-below`` names another threshold; a model without a policy falls back to 0.5. The run records which
-rule it used, and the report shows the risk-coverage curve and how many wrong tags to expect among the accepted.
+``--review-below`` names another threshold; a model without a policy falls back to 0.5. ``--max-error`` asks for
+another error rate than the policy's: the model card's grid holds a bound for every threshold at once (Bonferroni
+over the grid), so the lowest threshold whose bound is within the asked rate keeps the promise at the card's
+confidence. The run records which rule it used, and the report shows the risk-coverage curve and how many wrong
+tags to expect among the accepted.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from tagging.report_data import data_uri, save_png  # noqa: E402
 
 #: The threshold when neither the model nor the run names one (the rule before review policies existed).
 FALLBACK_REVIEW_BELOW = 0.5
+#: A threshold no probability reaches: every tag goes to review.
+REVIEW_ALL = 1.000001
 
 
 @dataclass
@@ -60,11 +65,19 @@ def card_policy(card_path: str | Path | None, versions: set[str]) -> dict:
     return (card.get("calibration") or {}).get("review_policy") or {}
 
 
-def resolve_rule(review_below: float | None, records: Sequence[dict], card_path: str | Path | None) -> ReviewRule:
-    """The run's rule: ``--review-below`` when given, else the policy in the model's answers, else the fallback."""
+def resolve_rule(
+    review_below: float | None,
+    records: Sequence[dict],
+    card_path: str | Path | None,
+    max_error: float | None = None,
+) -> ReviewRule:
+    """The run's rule: ``--review-below`` when given, else ``--max-error`` on the card's grid, else the policy in the
+    model's answers, else the fallback."""
     if review_below is not None:
         return ReviewRule(review_below, f"--review-below {review_below:g}")
     tagged = [r for r in records if r.get("label") is not None]
+    if max_error is not None:
+        return rule_for_error(max_error, card_policy(card_path, {str(r.get("model_version")) for r in tagged}))
     thresholds = sorted({float(r["policy_review_below"]) for r in tagged if r.get("policy_review_below") is not None})
     if not thresholds:
         return ReviewRule(None, f"no review policy in the model's answers: below {FALLBACK_REVIEW_BELOW:g}")
@@ -72,6 +85,31 @@ def resolve_rule(review_below: float | None, records: Sequence[dict], card_path:
     policy = card_policy(card_path, versions)
     shown = ", ".join(f"{t:g}" for t in thresholds)
     return ReviewRule(None, f"the model's review policy: below {shown}", policy)
+
+
+def rule_for_error(max_error: float, policy: dict) -> ReviewRule:
+    """The lowest threshold of the card's grid whose bound is at most ``max_error`` (every tag to review when none
+    is). Valid for any ``max_error`` chosen after the fact because the grid's bounds hold all at once."""
+    grid = policy.get("grid") or []
+    if not grid or "Bonferroni" not in str(policy.get("method", "")):
+        raise ValueError(
+            "--max-error needs the model card of the version that answered, with its review policy's grid of "
+            "simultaneous bounds (training.calibrate writes it; --card names the card)"
+        )
+    passing = [row for row in grid if row.get("upper_bound") is not None and row["upper_bound"] <= max_error]
+    if not passing:
+        tightest = min(grid, key=lambda row: row["upper_bound"])
+        source = (
+            f"--max-error {max_error:g}: no threshold of the model card's grid promises it (the tightest promise is "
+            f"{tightest['upper_bound']:.1%}, below {tightest['review_below']:g}): every tag to review"
+        )
+        return ReviewRule(REVIEW_ALL, source, dict(policy, max_error=max_error, review_below=REVIEW_ALL))
+    row = min(passing, key=lambda r: r["review_below"])
+    source = (
+        f"--max-error {max_error:g}: below {row['review_below']:g}, the model card's lowest threshold whose bound "
+        f"({row['upper_bound']:.1%}) is within it"
+    )
+    return ReviewRule(row["review_below"], source, dict(policy, max_error=max_error, review_below=row["review_below"]))
 
 
 def risk_coverage_png(records: Sequence[dict], rule: ReviewRule, path: Path) -> bytes:

@@ -53,6 +53,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         "as its answers state it; 0.5 for a model without one)",
     )
     p.add_argument(
+        "--max-error",
+        type=float,
+        default=None,
+        help="flag by the threshold whose bound in the model card keeps accepted tags wrong at most this share of "
+        "the time, instead of the policy's rate (default: the policy's; needs --card)",
+    )
+    p.add_argument(
         "--card",
         default=f"model_store/{MODEL_NAME}.card.json",
         help="model card whose review policy the report quotes, when it describes the answering version "
@@ -107,6 +114,10 @@ def run(args: argparse.Namespace) -> dict:
     """Tag as ``args`` say; return the run's summary (also printed as one line)."""
     if args.review_below is not None and not 0.0 <= args.review_below <= 1.0:
         raise ValueError(f"--review-below is {args.review_below}; it is a probability between 0 and 1")
+    if args.max_error is not None and not 0.0 < args.max_error < 1.0:
+        raise ValueError(f"--max-error is {args.max_error}; it is a share between 0 and 1")
+    if args.max_error is not None and args.review_below is not None:
+        raise ValueError("--review-below names a threshold and --max-error an error rate: choose one")
     if args.explain_review and args.report_only:
         raise ValueError("--explain-review sends requests and --report-only sends none: choose one")
     collection = load_collection(args.source)
@@ -126,7 +137,7 @@ def run(args: argparse.Namespace) -> dict:
     tagged = [previous[p] for p in collection.paths if p in previous]
     labels = model_labels(args, tagged)
     (out / "labels.json").write_text(json.dumps({"labels": labels}, indent=2) + "\n", encoding="utf-8")
-    rule = resolve_rule(args.review_below, tagged, args.card)
+    rule = resolve_rule(args.review_below, tagged, args.card, args.max_error)
     records = output_records(tagged, collection, rule, labels)
     write_csv(out / "tags.csv", records)
     versions = {r["model_version"] for r in new.values() if is_tagged(r)}

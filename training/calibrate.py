@@ -187,7 +187,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("checkpoint", help="artserve checkpoint (with a record of its training images) (required)")
     a("--output", default=None, help="checkpoint to write (default: the input, in place)")
     a("--data", default=str(DATA_DIR), help="ImageFolder directory with train/ and val/ (default: %(default)s)")
-    a("--max-error", type=float, default=0.02, help="most accepted tags wrong, as a share (default: %(default)s)")
+    a(
+        "--max-error",
+        type=float,
+        nargs="+",
+        default=[0.02],
+        help="most accepted tags wrong, as a share; several rates, strictest first, keep the first one some "
+        "threshold meets (default: %(default)s)",
+    )
     a("--confidence", type=float, default=0.95, help="probability that the bound holds (default: %(default)s)")
     a("--fit-share", type=float, default=1 / 3, help="share of the images that fits T (default: one third)")
     a("--seed", type=int, default=0, help="seed of the fit / policy split (default: %(default)s)")
@@ -227,6 +234,9 @@ def print_entry(entry: dict) -> None:
         f"bound {pol['upper_bound'] if pol['upper_bound'] is None else round(pol['upper_bound'], 4)}; the tightest "
         f"bound these images allow is {pol['best_possible_bound']:.4f})"
     )
+    if len(pol.get("max_error_ladder", [])) > 1:
+        rates = ", ".join(f"{r:.0%}" for r in pol["max_error_ladder"])
+        print(f"  the rate is the first of {rates} that some threshold meets (the bounds hold all at once)")
     if pol["review_below"] > 1:
         tight = pol["tightest"]
         print(

@@ -186,25 +186,33 @@ def risk_coverage(confidence: torch.Tensor, correct: torch.Tensor, thresholds=RE
 def select_review_below(
     confidence: torch.Tensor,
     correct: torch.Tensor,
-    max_error: float = 0.02,
+    max_error: float | Sequence[float] = 0.02,
     delta: float = 0.05,
     grid: tuple[float, ...] = REVIEW_GRID,
 ) -> dict:
     """The review policy chosen on these answers (``confidence``: calibrated top-1 probabilities, ``correct``:
     booleans): the lowest grid threshold whose Clopper-Pearson bound (level ``delta / len(grid)``) on the
-    accepted tags' error rate is at most ``max_error``. When none qualifies, ``review_below`` is 1.0 + a
-    hair: every tag goes to review, and the record says so; ``tightest`` names the threshold with the smallest
-    bound either way."""
+    accepted tags' error rate is at most ``max_error``. A ladder of rates (e.g. 0.02, 0.05, 0.1) keeps the first
+    one some threshold meets: the bounds hold for every threshold at once, so which rate is kept may depend on
+    these answers. When none qualifies, ``review_below`` is 1.0 + a hair: every tag goes to review, and the
+    record says so; ``tightest`` names the threshold with the smallest bound either way."""
+    rates = [float(max_error)] if isinstance(max_error, int | float) else [float(r) for r in max_error]
     level = delta / len(grid)
     rows = risk_coverage(confidence, correct.bool(), grid)
     for row in rows:
         row["upper_bound"] = clopper_pearson_upper(row["errors"], row["accepted"], level)
-    passing = [r for r in rows if r["upper_bound"] <= max_error]
-    chosen = min(passing, key=lambda r: r["review_below"]) if passing else None
+    chosen, rate = None, rates[0]
+    for rate in rates:
+        passing = [r for r in rows if r["upper_bound"] <= rate]
+        if passing:
+            chosen = min(passing, key=lambda r: r["review_below"])
+            break
+    rate = rate if chosen else rates[0]
     tightest = min(rows, key=lambda r: (r["upper_bound"], -r["accepted"]))
     return {
         "review_below": chosen["review_below"] if chosen else 1.000001,
-        "max_error": max_error,
+        "max_error": rate,
+        **({"max_error_ladder": rates} if len(rates) > 1 else {}),
         "confidence": 1 - delta,
         "method": f"Clopper-Pearson upper bound per threshold at level delta/{len(grid)} (Bonferroni over the grid), "
         "lowest passing threshold (Learn then Test)",

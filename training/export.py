@@ -226,7 +226,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         "model never trained on, which needs the run's data)",
     )
     p.add_argument(
-        "--max-error", type=float, default=0.02, help="review policy: most accepted tags wrong (default: %(default)s)"
+        "--max-error",
+        type=float,
+        nargs="+",
+        default=[0.02],
+        help="review policy: most accepted tags wrong; several rates, strictest first, keep the first one met "
+        "(training.calibrate; default: %(default)s)",
     )
     p.add_argument(
         "--confidence", type=float, default=0.95, help="review policy: confidence of that bound (default: %(default)s)"
@@ -241,7 +246,7 @@ def calibration_args(args: argparse.Namespace) -> argparse.Namespace:
     """``training.calibrate``'s arguments for the exported model: the run's data, this command's policy."""
     record = load_checkpoint(Path(args.run_dir) / args.checkpoint).get("training") or {}
     flags = [str(args.output), "--data", str((record.get("args") or {}).get("data", DATA_DIR))]
-    flags += ["--max-error", str(args.max_error), "--confidence", str(args.confidence)]
+    flags += ["--max-error", *map(str, args.max_error), "--confidence", str(args.confidence)]
     flags += ["--device", args.device] if args.device else []
     return calibration.get_args_parser().parse_args(flags)
 
