@@ -241,5 +241,16 @@ def test_tagging_flags_by_the_served_models_review_policy(tiny_checkpoint, tmp_p
         assert 'id="review-rule"' in report and "risk-coverage" in report, "the report must show the rule and curve"
         again = run(get_args_parser().parse_args([*argv, "--labels-from", str(calibrated), "--review-below", "0.0"]))
         assert again["review"] == 0 and again["review_rule"] == "--review-below 0", f"override ignored: {again}"
+        # --max-error: the card of the answering version names a bound per threshold; 5 % first holds at 0.7
+        grid = [{"review_below": t, "upper_bound": 0.2 - t / 5} for t in (0.5, 0.6, 0.7, 0.8)]  # 0.1 ... 0.04
+        card = tmp_path / "card.json"
+        policy = {"method": "Bonferroni over the grid", "grid": grid, "max_error": 0.02, "confidence": 0.95}
+        card.write_text(json.dumps({"version": records[0]["model_version"], "calibration": {"review_policy": policy}}))
+        argv += ["--labels-from", str(calibrated), "--report-only", "--card", str(card), "--max-error"]
+        looser = run(get_args_parser().parse_args([*argv, "0.07"]))
+        assert looser["review_rule"].startswith("--max-error 0.07: below 0.7"), looser["review_rule"]
+        assert looser["review"] == sum(r["probability"] < 0.7 for r in records), looser
+        stricter = run(get_args_parser().parse_args([*argv, "0.01"]))
+        assert stricter["review"] == len(records) and "every tag to review" in stricter["review_rule"], stricter
     finally:
         server_gen.close()
