@@ -9,7 +9,8 @@ model card); :class:`~handlers.classifier.ArtClassifier` applies them wherever t
 * ``review_below``: a tag whose calibrated probability is below it needs a person's review; the tags at or above
   it were wrong at most ``max_error`` of the time on the calibration images, with ``confidence`` (a
   Clopper-Pearson bound, docs/model.md); above 1 when no threshold could promise that, so every tag goes to
-  review. ``None``: no policy, nothing is said about review.
+  review. ``None``: no policy, nothing is said about review. ``max_error``: the rate the policy promises (the
+  first of its ladder that some threshold met), told in each answer so a client knows what ``review: false`` means.
 
 A checkpoint without the entry serves as before: T = 1 and no review field in the answers.
 """
@@ -26,6 +27,7 @@ import torch
 class Calibration:
     temperature: float | tuple[float, ...] = 1.0
     review_below: float | None = None
+    max_error: float | None = None
 
     def __post_init__(self) -> None:
         values = self.temperature if isinstance(self.temperature, tuple) else (self.temperature,)
@@ -45,7 +47,8 @@ class Calibration:
         classes = len(ckpt.get("labels") or ())
         if isinstance(temperature, tuple) and len(temperature) != classes:
             raise ValueError(f"the checkpoint has {len(temperature)} temperatures for {classes} labels")
-        return cls(temperature, None if below is None else float(below))
+        rate = policy.get("max_error") if below is not None else None
+        return cls(temperature, None if below is None else float(below), None if rate is None else float(rate))
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Softmax of ``logits / T`` over classes, in float32 whatever dtype the model ran in."""

@@ -184,10 +184,11 @@ class ArtClassifier:
 
     def encode(self, probs: torch.Tensor) -> dict:
         """One image's probabilities -> the answer body (label, probability, top_k, model, model_version; with a
-        review policy also ``review`` and ``review_below``)."""
+        review policy also ``review``, ``review_below`` and ``review_max_error``)."""
         if not self.labels:
             raise ValueError("this classifier was built without labels, so it cannot encode answers")
-        return prediction_body(probs, self.labels, self.top_k, self.name, self.version, self.calibration.review_below)
+        cal = self.calibration
+        return prediction_body(probs, self.labels, self.top_k, self.name, self.version, cal.review_below, cal.max_error)
 
     def warm_up(self) -> None:
         """One forward pass before the first request, so the first client does not pay for lazy initialisation."""

@@ -19,10 +19,11 @@ def prediction_body(
     model_name: str,
     model_version: str,
     review_below: float | None = None,
+    review_max_error: float | None = None,
 ) -> dict:
     """One image's response: the top label, its probability and the ``top_k`` best labels; under a review policy
-    (``review_below``, :mod:`handlers.calibration`) also whether a person should check the label, and the policy's
-    threshold."""
+    (``review_below``, :mod:`handlers.calibration`) also whether a person should check the label, the policy's
+    threshold and the error rate it promises for the labels it accepts (``review_max_error``, when known)."""
     k = max(1, min(top_k, len(labels)))
     values, indices = torch.topk(probs, k)
     ranked = [
@@ -39,4 +40,6 @@ def prediction_body(
     if review_below is not None:
         body["review"] = bool(float(values[0]) < review_below)
         body["review_below"] = round(float(review_below), 6)
+        if review_max_error is not None:
+            body["review_max_error"] = round(float(review_max_error), 6)
     return body

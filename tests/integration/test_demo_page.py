@@ -137,9 +137,11 @@ def test_page_from_an_allowed_origin_classifies_and_overlays(browser, pages, cor
 
         assert not page.is_visible("#review-note"), "the tiny model has no review policy, so no review note"
         for review, words in ((True, "should check"), (False, "trusted without a check")):
-            page.evaluate("a => showPrediction(a)", dict(expected, review=review, review_below=0.97))
+            answer = dict(expected, review=review, review_below=0.97, review_max_error=0.05)
+            page.evaluate("a => showPrediction(a)", answer)
             note = page.inner_text("#review-note")
             assert page.is_visible("#review-note") and words in note and "97.0 %" in note, f"review={review}: {note!r}"
+            assert "at most 5.0 % of which are wrong" in note, f"the note must state the policy's promise: {note!r}"
     finally:
         page.close()
 

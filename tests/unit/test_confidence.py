@@ -131,7 +131,8 @@ def calibrated_checkpoint(tmp_path, temperature, review_below):
     path = random_checkpoint(tmp_path / "tiny.pt", "tiny_vgg")
     ckpt = torch.load(path, weights_only=True)
     ckpt["state_dict"]["classifier.6.weight"] *= 1e5  # random logits are ~1e-5: make them O(1)
-    ckpt["calibration"] = {"temperature": temperature, "review_policy": {"review_below": review_below}}
+    policy = {"review_below": review_below, "max_error": 0.05}
+    ckpt["calibration"] = {"temperature": temperature, "review_policy": policy}
     torch.save(ckpt, path)
     return path
 
@@ -151,6 +152,7 @@ def test_serving_applies_the_checkpoints_temperature(tmp_path, temperature):
     assert not torch.allclose(served, torch.softmax(logits, 1), atol=1e-4), "the temperature changed nothing"
     body = classifier.encode(served[0])
     assert body["review"] == (body["probability"] < 0.4) and body["review_below"] == 0.4, f"answer {body}"
+    assert body["review_max_error"] == 0.05, f"the answer must say what the policy promises: {body}"
 
 
 def test_checkpoint_without_calibration_serves_as_before(tmp_path):
@@ -158,7 +160,7 @@ def test_checkpoint_without_calibration_serves_as_before(tmp_path):
     classifier = ArtClassifier.load(path, precision="fp32")
     assert classifier.calibration == Calibration(), f"identity expected, got {classifier.calibration}"
     body = classifier.encode(classifier.predict(preprocess_bytes(jpeg(seed=1), classifier.preprocess)[None])[0])
-    assert "review" not in body and "review_below" not in body, f"no policy, yet the answer says {body}"
+    assert not {"review", "review_below", "review_max_error"} & set(body), f"no policy, yet the answer says {body}"
 
 
 def test_calibration_refuses_a_temperature_list_of_the_wrong_length():
