@@ -16,6 +16,14 @@ def _t(value: float | list[float], labels: list[str]) -> str:
     return ", ".join(f"{label} {t:.2f}" for label, t in zip(labels, value, strict=True)) + " (by predicted class)"
 
 
+def ladder(policy: dict) -> str:
+    """How the promised rate was chosen, when the policy had a ladder of rates to choose from."""
+    rates = policy.get("max_error_ladder") or []
+    if len(rates) < 2:
+        return ""
+    return " (the first of " + ", ".join(f"{r:.0%}" for r in rates) + " some threshold met)"
+
+
 def _ece_row(name: str, m: dict) -> list[str]:
     floor = m["ece_if_perfectly_calibrated"]
     return [
@@ -43,7 +51,11 @@ def confidence_figures(card_path: Path) -> dict | None:
     policy_rows = [
         ["temperature", _t(cal["temperature"], card["labels"])],
         ["review policy", policy_rule(pol["review_below"])],
-        ["its promise", f"accepted tags wrong at most {pol['max_error']:.1%}, with {pol['confidence']:.0%} confidence"],
+        [
+            "its promise",
+            f"accepted tags wrong at most {pol['max_error']:.1%}, with {pol['confidence']:.0%} confidence"
+            + ladder(pol),
+        ],
         [
             "chosen on",
             f"{pol['n_images']} calibration images: {pol['accepted']} accepted, {pol['errors']} wrong, "
