@@ -123,6 +123,13 @@ def policy_outcome(probs: torch.Tensor, targets: torch.Tensor, review_below: flo
     }
 
 
+def invocation() -> str:
+    """The command that is running: ``training.export`` when it calibrates what it exported, else this one."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    module = spec.name if spec and spec.name.startswith("training.") else "training.calibrate"
+    return f"python -m {module} " + " ".join(sys.argv[1:])
+
+
 def calibrate(ckpt: dict, args: argparse.Namespace) -> dict:
     """The ``calibration`` entry for ``ckpt``: temperature, review policy, and their figures on DATA/val."""
     unseen, val, where = unseen_images(args.data, ckpt)
@@ -160,7 +167,7 @@ def calibrate(ckpt: dict, args: argparse.Namespace) -> dict:
         "device": str(torch.device(args.device) if args.device else default_device()),
         "torch": torch.__version__,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python -m training.calibrate " + " ".join(sys.argv[1:]),
+        "command": invocation(),
     }
     # plain JSON types only: the checkpoint must load with weights_only (torch.__version__ is a str subclass that
     # the safe unpickler refuses)
