@@ -124,10 +124,15 @@ def policy_outcome(probs: torch.Tensor, targets: torch.Tensor, review_below: flo
 
 
 def invocation() -> str:
-    """The command that is running: ``training.export`` when it calibrates what it exported, else this one."""
+    """The command that is running: ``training.export`` when it calibrates what it exported, else this one (the
+    text of export's ``--notes`` left out: it is in the card)."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     module = spec.name if spec and spec.name.startswith("training.") else "training.calibrate"
-    return f"python -m {module} " + " ".join(sys.argv[1:])
+    argv = list(sys.argv[1:])
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--notes":
+            argv[i + 1] = '"..."'
+    return f"python -m {module} " + " ".join(argv)
 
 
 def calibrate(ckpt: dict, args: argparse.Namespace) -> dict:
