@@ -7,21 +7,13 @@ import json
 from pathlib import Path
 
 from deploy import ROOT
-from training.calibrate import policy_rule
+from training.calibrate import ladder_rates, policy_rule
 
 
 def _t(value: float | list[float], labels: list[str]) -> str:
     if isinstance(value, int | float):
         return f"{value:.3f} (one for all classes)"
     return ", ".join(f"{label} {t:.2f}" for label, t in zip(labels, value, strict=True)) + " (by predicted class)"
-
-
-def ladder(policy: dict) -> str:
-    """How the promised rate was chosen, when the policy had a ladder of rates to choose from."""
-    rates = policy.get("max_error_ladder") or []
-    if len(rates) < 2:
-        return ""
-    return " (the first of " + ", ".join(f"{r:.0%}" for r in rates) + " some threshold met)"
 
 
 def _ece_row(name: str, m: dict) -> list[str]:
@@ -54,7 +46,7 @@ def confidence_figures(card_path: Path) -> dict | None:
         [
             "its promise",
             f"accepted tags wrong at most {pol['max_error']:.1%}, with {pol['confidence']:.0%} confidence"
-            + ladder(pol),
+            + (f" (the first of {ladder_rates(pol)} some threshold met)" if ladder_rates(pol) else ""),
         ],
         [
             "chosen on",

@@ -24,11 +24,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from tagging.report_data import data_uri, save_png  # noqa: E402
+from training.confidence import REVIEW_ALL, lowest_within, tightest_row  # noqa: E402
 
 #: The threshold when neither the model nor the run names one (the rule before review policies existed).
 FALLBACK_REVIEW_BELOW = 0.5
-#: A threshold no probability reaches: every tag goes to review.
-REVIEW_ALL = 1.000001
 
 
 @dataclass
@@ -91,20 +90,19 @@ def rule_for_error(max_error: float, policy: dict) -> ReviewRule:
     """The lowest threshold of the card's grid whose bound is at most ``max_error`` (every tag to review when none
     is). Valid for any ``max_error`` chosen after the fact because the grid's bounds hold all at once."""
     grid = policy.get("grid") or []
-    if not grid or "Bonferroni" not in str(policy.get("method", "")):
+    if not grid:
         raise ValueError(
             "--max-error needs the model card of the version that answered, with its review policy's grid of "
             "simultaneous bounds (training.calibrate writes it; --card names the card)"
         )
-    passing = [row for row in grid if row.get("upper_bound") is not None and row["upper_bound"] <= max_error]
-    if not passing:
-        tightest = min(grid, key=lambda row: row["upper_bound"])
+    row = lowest_within(grid, max_error)
+    if row is None:
+        tightest = tightest_row(grid)
         source = (
             f"--max-error {max_error:g}: no threshold of the model card's grid promises it (the tightest promise is "
             f"{tightest['upper_bound']:.1%}, below {tightest['review_below']:g}): every tag to review"
         )
         return ReviewRule(REVIEW_ALL, source, dict(policy, max_error=max_error, review_below=REVIEW_ALL))
-    row = min(passing, key=lambda r: r["review_below"])
     source = (
         f"--max-error {max_error:g}: below {row['review_below']:g}, the model card's lowest threshold whose bound "
         f"({row['upper_bound']:.1%}) is within it"

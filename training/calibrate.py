@@ -227,6 +227,12 @@ def policy_rule(review_below: float) -> str:
     return f"review below {review_below:g}" if review_below <= 1 else "review every tag (no threshold qualified)"
 
 
+def ladder_rates(policy: dict) -> str:
+    """The ladder the policy's rate was chosen from ("2%, 5%, 10%"), or "" when it named one rate."""
+    rates = policy.get("max_error_ladder") or []
+    return ", ".join(f"{r:.0%}" for r in rates) if len(rates) > 1 else ""
+
+
 def print_entry(entry: dict) -> None:
     pol, val = entry["review_policy"], entry["validation"]
     out = val["policy"]
@@ -246,9 +252,8 @@ def print_entry(entry: dict) -> None:
         f"bound {pol['upper_bound'] if pol['upper_bound'] is None else round(pol['upper_bound'], 4)}; the tightest "
         f"bound these images allow is {pol['best_possible_bound']:.4f})"
     )
-    if len(pol.get("max_error_ladder", [])) > 1:
-        rates = ", ".join(f"{r:.0%}" for r in pol["max_error_ladder"])
-        print(f"  the rate is the first of {rates} that some threshold meets (the bounds hold all at once)")
+    if ladder_rates(pol):
+        print(f"  the rate is the first of {ladder_rates(pol)} that some threshold meets (the bounds hold all at once)")
     if pol["review_below"] > 1:
         tight = pol["tightest"]
         print(

@@ -6,11 +6,10 @@
 * :func:`expected_calibration_error` and :func:`reliability`: how far the top-1 probability is from the share of
   right answers, over equal-width probability bins.
 * :func:`select_review_below`: the lowest threshold on the top-1 probability whose accepted tags are wrong at most
-  ``max_error`` of the time, with probability ``1 - delta`` over the images it was chosen on. Each threshold of a
-  fixed grid gets a one-sided Clopper-Pearson upper bound on its accepted tags' error rate at level
-  ``delta / len(grid)`` (Bonferroni), so the bound holds for all of them at once and so for the one chosen, by a
-  distribution-free argument (Learn then Test, Angelopoulos et al. 2021). The images must be exchangeable with the
-  ones the policy will see and must not have chosen anything else (the temperature is fitted on other images).
+  ``max_error`` of the time, with probability ``1 - delta`` over the images it was chosen on: each threshold of a
+  fixed grid gets a one-sided Clopper-Pearson bound at level ``delta / len(grid)`` (Bonferroni), so the bounds hold
+  all at once (Learn then Test, Angelopoulos et al. 2021). The images must be exchangeable with the ones the policy
+  will see and must not have chosen anything else (the temperature is fitted on other images).
 * :func:`ranking_scores` and :func:`error_ranking`: how well a score puts the wrong answers last, the quality a
   review threshold rests on: the area under the risk-coverage curve (AURC; Geifman et al. 2019) and the error rate
   of the most confident answers, for the top-1 probability and for two scores known to rank better after label
@@ -183,6 +182,20 @@ def risk_coverage(confidence: torch.Tensor, correct: torch.Tensor, thresholds=RE
     return rows
 
 
+REVIEW_ALL = 1.000001  #: ``review_below`` when no threshold qualifies: above every probability, every tag to review
+
+
+def lowest_within(rows: Sequence[dict], rate: float) -> dict | None:
+    """The grid row with the lowest threshold whose bound is at most ``rate``; None when there is none."""
+    passing = [r for r in rows if r.get("upper_bound") is not None and r["upper_bound"] <= rate]
+    return min(passing, key=lambda r: r["review_below"]) if passing else None
+
+
+def tightest_row(rows: Sequence[dict]) -> dict:
+    """The grid row with the smallest bound (the most accepted among equals): the best promise the grid allows."""
+    return min(rows, key=lambda r: (r["upper_bound"], -r.get("accepted", 0)))
+
+
 def select_review_below(
     confidence: torch.Tensor,
     correct: torch.Tensor,
@@ -194,23 +207,17 @@ def select_review_below(
     booleans): the lowest grid threshold whose Clopper-Pearson bound (level ``delta / len(grid)``) on the
     accepted tags' error rate is at most ``max_error``. A ladder of rates (e.g. 0.02, 0.05, 0.1) keeps the first
     one some threshold meets: the bounds hold for every threshold at once, so which rate is kept may depend on
-    these answers. When none qualifies, ``review_below`` is 1.0 + a hair: every tag goes to review, and the
-    record says so; ``tightest`` names the threshold with the smallest bound either way."""
+    these answers. When none qualifies, ``review_below`` is :data:`REVIEW_ALL` (every tag to review); ``tightest``
+    names the smallest promise the grid allows either way, so that "none qualified" says how far off it is."""
     rates = [float(max_error)] if isinstance(max_error, int | float) else [float(r) for r in max_error]
     level = delta / len(grid)
     rows = risk_coverage(confidence, correct.bool(), grid)
     for row in rows:
         row["upper_bound"] = clopper_pearson_upper(row["errors"], row["accepted"], level)
-    chosen, rate = None, rates[0]
-    for rate in rates:
-        passing = [r for r in rows if r["upper_bound"] <= rate]
-        if passing:
-            chosen = min(passing, key=lambda r: r["review_below"])
-            break
-    rate = rate if chosen else rates[0]
-    tightest = min(rows, key=lambda r: (r["upper_bound"], -r["accepted"]))
+    rate = next((r for r in rates if lowest_within(rows, r)), rates[0])
+    chosen, tightest = lowest_within(rows, rate), tightest_row(rows)
     return {
-        "review_below": chosen["review_below"] if chosen else 1.000001,
+        "review_below": chosen["review_below"] if chosen else REVIEW_ALL,
         "max_error": rate,
         **({"max_error_ladder": rates} if len(rates) > 1 else {}),
         "confidence": 1 - delta,
@@ -222,8 +229,6 @@ def select_review_below(
         "errors": chosen["errors"] if chosen else 0,
         "upper_bound": chosen["upper_bound"] if chosen else None,
         "best_possible_bound": clopper_pearson_upper(0, len(confidence), level),
-        # the smallest error rate some grid threshold could promise on these answers (what --max-error would have
-        # to be for a policy to exist), so that "no threshold qualified" says how far off it is
         "tightest": {k: tightest[k] for k in ("review_below", "accepted", "errors", "upper_bound")},
         "grid": rows,
     }
