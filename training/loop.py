@@ -78,6 +78,8 @@ class Trainer(RunState):
                 with torch.no_grad():
                     t_logits = self.teacher(t_x.contiguous(memory_format=self.memory_format)).float()
                 loss = distillation_loss(logits, t_logits, loss, args.kd_weight, args.kd_temperature)
+                if self.feature_match is not None:
+                    loss = loss + args.kd_features * self.feature_match.loss()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)

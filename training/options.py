@@ -103,6 +103,13 @@ def get_args_parser(description: str | None = None) -> argparse.ArgumentParser:
     a("--kd-weight", type=float, default=0.5, help="weight of the soft-target loss (default: %(default)s)")
     a("--kd-temperature", type=float, default=2.0, help="softmax temperature of distillation (default: %(default)s)")
     a(
+        "--kd-features",
+        type=float,
+        default=0.0,
+        help="weight of matching the teacher's embedding (1 - cosine, training.distill.FeatureMatch); needs one "
+        "--teacher (default: %(default)s = off)",
+    )
+    a(
         "--patience",
         type=int,
         default=10,

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from handlers.model import ArtVGG, load_checkpoint, save_checkpoint
 from handlers.precision import native_autocast_dtype
@@ -17,6 +18,7 @@ from handlers.preprocessing import PreprocessConfig
 from training import runlog, schedule
 from training.cache import ImageCache, ViewConfig
 from training.data import class_counts, content_digests, run_splits
+from training.distill import FeatureMatch
 from training.evaluate import default_workers, eval_loader
 from training.lineage import machine
 from training.teacher_model import load_teachers  # its model code is imported only when a teacher is built
@@ -76,7 +78,13 @@ class RunState:
             self.teacher = load_teachers(args.teacher, self.splits.classes).to(
                 self.device, memory_format=self.memory_format
             )
-        self.optimizer = schedule.make_optimizer(args, self.model)
+        self.feature_match = None
+        if args.kd_features:
+            if self.teacher is None:
+                raise SystemExit("--kd-features matches a teacher's embedding; give --teacher")
+            self.feature_match = FeatureMatch(self.model, self.teacher).to(self.device)
+        trained = nn.ModuleList(m for m in (self.model, self.feature_match) if m is not None)
+        self.optimizer = schedule.make_optimizer(args, trained)  # the model's parameters first, as without a map
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.criterion = schedule.make_criterion(args, self.train, self.splits.classes, self.device)
         start = time.perf_counter()
@@ -131,6 +139,7 @@ class RunState:
             "best_f1": self.best_f1,
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
+            "feature_match": self.feature_match.state_dict() if self.feature_match is not None else None,
         }
         extra = {"training": self.record(epoch), "resume": resume}
         tmp = self.run_dir / "last.pt.tmp"
@@ -153,6 +162,10 @@ class RunState:
             )
         self.model.load_state_dict(ckpt["state_dict"])
         state = ckpt["resume"]
+        if self.feature_match is not None:
+            if state.get("feature_match") is None:
+                raise SystemExit(f"--resume: {path} was saved without --kd-features; resume with the same options")
+            self.feature_match.load_state_dict(state["feature_match"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.start_epoch, self.start_step = state["epoch"] + 1, state.get("step", 0)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from handlers import precision
-from handlers.model import load_checkpoint
+from handlers.model import ArtVGG, load_checkpoint
 from tests.imagefolder import make_train_val
 from tests.unit.test_training import TINY, read_rows
 from training import distill, teacher, teacher_model, train
@@ -210,10 +210,12 @@ def test_resolution_at_the_teachers_own_size_equals_its_evaluation(tmp_path, dat
     assert json.loads((tmp_path / "r.json").read_text())["dev_images"] == evaluated["n_images"]
 
 
-def test_resume_with_a_teacher_and_balanced_classes_equals_an_uninterrupted_run(tmp_path, data, teacher_ckpt):
-    """The grown data's recipe (teacher on the same views, class-balanced loss, mixup) stopped by its time budget
-    after one step and resumed gives the weights of an uninterrupted run."""
-    common = [*TINY, "--data", str(data), "--epochs", "1", "--augment", "art", "--mixup", "0.4"]
+@pytest.mark.parametrize("features", [[], ["--kd-features", "0.5"]], ids=["logits", "logits+features"])
+def test_resume_with_a_teacher_and_balanced_classes_equals_an_uninterrupted_run(tmp_path, data, teacher_ckpt, features):
+    """The grown data's recipe (teacher on the same views, class-balanced loss, mixup; with and without matching
+    the teacher's embedding) stopped by its time budget after one step and resumed gives the weights of an
+    uninterrupted run, the feature map's included."""
+    common = [*TINY, "--data", str(data), "--epochs", "1", "--augment", "art", "--mixup", "0.4", *features]
     common += ["--teacher", str(teacher_ckpt), "--kd-weight", "0.8", "--class-weights", "balanced"]
     straight = train.main(train.parse_args([*common, "--output", str(tmp_path / "straight")]))
     pieces = tmp_path / "pieces"
@@ -227,3 +229,42 @@ def test_resume_with_a_teacher_and_balanced_classes_equals_an_uninterrupted_run(
     b = load_checkpoint(pieces / "last.pt")["state_dict"]
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6), f"{key} differs after budget + resume"
+    maps = [load_checkpoint(run / "last.pt")["resume"]["feature_match"] for run in (straight, pieces)]
+    assert (maps[0] is None) == (not features), "the feature map is saved exactly when --kd-features trains one"
+    for key in maps[0] or {}:
+        assert torch.allclose(maps[0][key], maps[1][key], atol=1e-6), f"feature map {key} differs after resume"
+    assert not any("proj" in k for k in load_checkpoint(pieces / "best.pt")["state_dict"]), "map leaked into model"
+
+
+def test_feature_match_is_one_minus_cosine_and_pulls_the_student_towards_the_teachers_embedding(data):
+    torch.manual_seed(0)
+    student = ArtVGG(len(CLASSES), "tiny_vgg").train()
+    teacher = opinionated_teacher(data)
+    match = distill.FeatureMatch(student, teacher)
+    x = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        teacher(F.interpolate(x.float(), size=(224, 224)))
+    target = match.teacher_features.flatten(1)
+    assert target.shape == (6, teacher.net._fc.in_features), target.shape
+    optimizer = torch.optim.Adam([*student.parameters(), *match.parameters()], lr=3e-3)
+    losses = []
+    for _ in range(40):
+        student(x.float() / 255)
+        hidden = match.student_features
+        loss = match.loss()
+        by_hand = (1 - F.cosine_similarity(match.proj(hidden), target, dim=1)).mean()
+        assert loss.item() == pytest.approx(by_hand.item(), abs=1e-5), "the loss is 1 - cos of map(student), teacher"
+        optimizer.zero_grad()
+        loss.backward()
+        assert student.classifier[3].weight.grad.abs().sum() > 0, "the feature loss must reach the student"
+        optimizer.step()
+        losses.append(loss.item())
+    assert 0 <= losses[-1] < 0.2 * losses[0], f"matching one batch's embedding should become easy: {losses[::8]}"
+
+
+def test_feature_match_needs_exactly_one_teacher(tmp_path, data, teacher_ckpt):
+    with pytest.raises(SystemExit, match="--teacher"):
+        train.main(train.parse_args([*TINY, "--data", str(data), "--output", str(tmp_path / "a"), "--kd-features=1"]))
+    pair = teacher_model.load_teachers([teacher_ckpt, teacher_ckpt], CLASSES)
+    with pytest.raises(SystemExit, match="one --teacher"):
+        distill.FeatureMatch(ArtVGG(len(CLASSES), "tiny_vgg"), pair)
