@@ -50,7 +50,7 @@ class Trainer(RunState):
         view_size = self.teacher.image_size if self.teacher is not None else size
         views = view_batch(self.cache, idx, view_size, self.views, gen, fraction).to(self.device)
         student = views
-        if self.teacher is not None:  # the student sees the teacher's view, scaled down
+        if self.teacher is not None and view_size != size:  # the student sees the teacher's view, scaled down
             student = F.interpolate(views.float(), size=(size, size), mode="bilinear", antialias=True)
         empty = torch.empty(0)
         return student, (views if self.teacher is not None else empty), self.cache.targets[idx].to(self.device)

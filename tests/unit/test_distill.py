@@ -73,11 +73,39 @@ def test_student_sees_the_teachers_crop_scaled_down(tmp_path, data, teacher_ckpt
     assert not torch.equal(other[:1], student[:1]), "another step must draw other views"
 
 
+def test_a_teacher_trained_at_the_students_size_sees_exactly_the_students_view(tmp_path, data):
+    torch.manual_seed(0)
+    torch.save(teacher_model.Teacher("lite0", [str(i) for i in range(1000)]).net.state_dict(), tmp_path / "in.pth")
+    args = teacher.get_args_parser().parse_args(
+        ["--data", str(data), "--output", str(tmp_path / "t"), "--weights", str(tmp_path / "in.pth")]
+        + ["--image-size", "64", "--epochs", "1", "--batch-size", "4", "--dev-fraction", "0.25", "--device", "cpu"]
+    )
+    teacher.main(args)
+    loaded = teacher_model.load_teacher(tmp_path / "t" / "teacher.pt", CLASSES)
+    assert loaded.image_size == 64, f"the teacher must keep the size it was trained at, got {loaded.image_size}"
+    older = {k: v for k, v in torch.load(tmp_path / "t" / "teacher.pt", weights_only=True).items() if k != "image_size"}
+    torch.save(older, tmp_path / "older.pt")
+    assert teacher_model.load_teacher(tmp_path / "older.pt").image_size == 224, "a file without a size: the native"
+    run = train.parse_args(
+        [*TINY, "--data", str(data), "--output", str(tmp_path / "r")]
+        + ["--teacher", str(tmp_path / "t" / "teacher.pt")]
+    )
+    student, teacher_view, _ = train.Trainer(run).batch(1, 0, torch.arange(8))
+    assert teacher_view.shape[-1] == 64 and torch.equal(student, teacher_view), (
+        "a teacher at the student's size must see the student's own view"
+    )
+
+
 def test_an_ensemble_of_teachers_averages_log_probabilities_each_at_its_resolution(tmp_path, data, teacher_ckpt):
     small = teacher_model.load_teacher(teacher_ckpt, CLASSES)
     large = teacher_model.Teacher("lite1", CLASSES)  # 240 px
     torch.save(
-        {**torch.load(teacher_ckpt, weights_only=True), "variant": "lite1", "state_dict": large.net.state_dict()},
+        {
+            **torch.load(teacher_ckpt, weights_only=True),
+            "variant": "lite1",
+            "image_size": 240,
+            "state_dict": large.net.state_dict(),
+        },
         tmp_path / "lite1.pt",
     )
     both = teacher_model.load_teachers([teacher_ckpt, tmp_path / "lite1.pt"], CLASSES)
