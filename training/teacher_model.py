@@ -71,9 +71,8 @@ class Teacher(nn.Module):
 def save_teacher(path: Path, teacher: Teacher, record: dict) -> None:
     state = {k: v.detach().cpu() for k, v in teacher.net.state_dict().items()}
     ckpt = {"format": TEACHER_FORMAT, "variant": teacher.variant, "labels": teacher.labels, "state_dict": state}
-    ckpt["image_size"] = teacher.image_size
     tmp = path.with_suffix(".tmp")
-    torch.save(ckpt | {"training": record}, tmp)
+    torch.save(ckpt | {"image_size": teacher.image_size, "training": record}, tmp)
     tmp.replace(path)
 
 
