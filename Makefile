@@ -33,6 +33,7 @@ help:
 	@echo "make bench [BENCH_ARGS=...]   fp32 vs the fast path: ceiling, served, naive, ab -k (about 15 min on 2 cores)"
 	@echo "make bench-gpu [BENCH_GPU_ARGS=...]  GPU: ceiling vs artserve vs the stock handler (docs/benchmarks.md); --dry-run on a CPU"
 	@echo "make gpu-carry                .gpu/: Java and TorchServe for a GPU machine without them (loadtests/gpu_carry.sh)"
+	@echo "make gpu-train-carry          .gpu/train/: data, teacher wheels, dev record in pieces for training/gpu_train.sh"
 	@echo "make faults / overload / soak [LOAD_ARGS=...]  reliability measurements (docs/reliability.md)"
 	@echo "make venv                     create/refresh .venv with the pinned stack"
 	@echo "make k8s-check                render and validate every Kubernetes overlay (no cluster needed)"
@@ -114,7 +115,7 @@ demo: venv
 # Load tests and monitoring (docs/benchmarks.md). `make serve` first; PROMETHEUS_URL=http://127.0.0.1:9090
 # (from `make monitor`) makes the report take the server-side latency from Prometheus.
 # URL may be the server (http://127.0.0.1:8080) or the model's prediction URL, as for `make tag`.
-.PHONY: loadtest monitor bench smoke bench-gpu gpu-carry
+.PHONY: loadtest monitor bench smoke bench-gpu gpu-carry gpu-train-carry
 smoke: venv
 	$(PY) -m loadtests.smoke $(SMOKE_ARGS)
 
@@ -135,6 +136,10 @@ bench-gpu:
 
 gpu-carry:
 	loadtests/gpu_carry.sh
+
+# The 224 px student on a lent GPU (docs/training.md, "On a lent GPU"): what travels beside the repository.
+gpu-train-carry: venv
+	training/gpu_train_carry.sh
 
 # Figures from commands (docs/benchmarks.md): results/model/ from the model card, then every marked table.
 .PHONY: docs-tables
