@@ -12,9 +12,10 @@ import torch
 import yaml
 
 from handlers.card import default_card_path, sha256_file
-from handlers.model import ArtVGG, load_checkpoint
+from deploy import ROOT
+from handlers.model import ARCHS, ArtVGG, load_checkpoint
 from tests.imagefolder import make_image_folder, make_train_val
-from training import calibrate, evaluate, export, resolution, schedule, train, weights
+from training import calibrate, evaluate, export, options, resolution, schedule, train, weights
 from training.data import find_splits
 
 CLASSES = ["icons", "prints", "statues"]
@@ -279,3 +280,10 @@ def test_init_from_refuses_what_does_not_fit(tmp_path, distinct_data):
         weights.load_init(ArtVGG(3, "tiny_vgg"), str(tmp_path / "other.pt"), CLASSES, set(), dev)
     with pytest.raises(SystemExit, match="cannot be combined"):
         run_train(tmp_path, distinct_data, "both", "--init-from", str(first), "--pretrained", str(first))
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "training" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_committed_recipe_parses(config):
+    """Each config names only training.train's flags (a misspelt key would stop its run at the start)."""
+    args = options.parse_args(["--config", str(config)])
+    assert args.arch in ARCHS and args.image_size > 0 and args.epochs > 0, vars(args)
