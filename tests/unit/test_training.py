@@ -11,8 +11,8 @@ import pytest
 import torch
 import yaml
 
-from handlers.card import default_card_path, sha256_file
 from deploy import ROOT
+from handlers.card import default_card_path, sha256_file
 from handlers.model import ARCHS, ArtVGG, load_checkpoint
 from tests.imagefolder import make_image_folder, make_train_val
 from training import calibrate, evaluate, export, options, resolution, schedule, train, weights
