@@ -14,8 +14,10 @@ crop.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,22 +97,63 @@ def resize_uint8(img: torch.Tensor, size: int) -> torch.Tensor:
     return out[0].round_().clamp_(0, 255).to(torch.uint8)
 
 
-def random_view(img: torch.Tensor, size: int, cfg: ViewConfig, gen: torch.Generator) -> torch.Tensor:
-    """One augmented uint8 ``(3, size, size)`` view of ``img``."""
-    top, left, h, w = crop_box(img.shape[1], img.shape[2], cfg, gen)
-    view = resize_uint8(img[:, top : top + h, left : left + w], size)
-    if cfg.flip and torch.rand((), generator=gen).item() < 0.5:
-        view = view.flip(-1)
+@dataclass(frozen=True)
+class ViewDraw:
+    """The random choices of one view: crop box ``(top, left, h, w)``, flip, tilt angle, brightness and contrast."""
+
+    box: tuple[int, int, int, int]
+    flip: bool
+    angle: float | None
+    jitter: tuple[float, float] | None
+
+
+def draw_view(height: int, width: int, cfg: ViewConfig, gen: torch.Generator) -> ViewDraw:
+    """The choices of one view of an image of this size, in the generator's fixed order."""
+    box = crop_box(height, width, cfg, gen)
+    flip = bool(cfg.flip and torch.rand((), generator=gen).item() < 0.5)
+    angle = None
     if cfg.tilt_p and torch.rand((), generator=gen).item() < cfg.tilt_p:
         angle = _uniform(gen, -cfg.tilt_degrees, cfg.tilt_degrees)
-        view = TF.rotate(view, angle, interpolation=TF.InterpolationMode.BILINEAR, fill=[255.0, 255.0, 255.0])
+    jitter = None
     if cfg.brightness or cfg.contrast:
         b = _uniform(gen, 1 - cfg.brightness, 1 + cfg.brightness)
-        c = _uniform(gen, 1 - cfg.contrast, 1 + cfg.contrast)
+        jitter = (b, _uniform(gen, 1 - cfg.contrast, 1 + cfg.contrast))
+    return ViewDraw(box, flip, angle, jitter)
+
+
+def apply_view(img: torch.Tensor, size: int, draw: ViewDraw) -> torch.Tensor:
+    """The uint8 ``(3, size, size)`` view of ``img`` that ``draw`` describes (no randomness here)."""
+    top, left, h, w = draw.box
+    view = resize_uint8(img[:, top : top + h, left : left + w], size)
+    if draw.flip:
+        view = view.flip(-1)
+    if draw.angle is not None:
+        view = TF.rotate(view, draw.angle, interpolation=TF.InterpolationMode.BILINEAR, fill=[255.0, 255.0, 255.0])
+    if draw.jitter is not None:
+        b, c = draw.jitter
         f = view.float()
         mean = f.mean()
         view = ((f - mean) * c + mean * b).round_().clamp_(0, 255).to(torch.uint8)
     return view
+
+
+def random_view(img: torch.Tensor, size: int, cfg: ViewConfig, gen: torch.Generator) -> torch.Tensor:
+    """One augmented uint8 ``(3, size, size)`` view of ``img``."""
+    return apply_view(img, size, draw_view(img.shape[1], img.shape[2], cfg, gen))
+
+
+def centre_view(img: torch.Tensor, size: int, centre_fraction: float) -> torch.Tensor:
+    """The evaluation's view: the centre square (``centre_fraction`` of the shorter side) scaled to ``size``."""
+    _, h, w = img.shape
+    side = max(1, round(min(h, w) * centre_fraction))
+    return resize_uint8(
+        img[:, (h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side], size
+    )
+
+
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="views")
 
 
 def view_batch(
@@ -120,20 +163,19 @@ def view_batch(
     cfg: ViewConfig | None,
     gen: torch.Generator,
     centre_fraction: float = 1.0,
+    threads: int = 1,
 ) -> torch.Tensor:
     """uint8 ``(N, 3, size, size)``: random views, or (``cfg`` None) the evaluation's centre square, whose side is
-    ``centre_fraction`` (crop / resize) of the shorter side."""
-    views = []
-    for i in indices:
-        img = cache.images[i]
-        if cfg is None:
-            _, h, w = img.shape
-            side = max(1, round(min(h, w) * centre_fraction))
-            img = img[:, (h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
-            views.append(resize_uint8(img, size))
-        else:
-            views.append(random_view(img, size, cfg, gen))
-    return torch.stack(views)
+    ``centre_fraction`` (crop / resize) of the shorter side. The random choices are drawn in order first, so
+    ``threads`` > 1 (cutting the views side by side: PyTorch's kernels release the GIL) gives the same views."""
+    images = [cache.images[i] for i in indices]
+    if cfg is None:
+        jobs = [functools.partial(centre_view, img, size, centre_fraction) for img in images]
+    else:
+        jobs = [functools.partial(apply_view, img, size, draw_view(*img.shape[1:], cfg, gen)) for img in images]
+    if threads > 1 and len(jobs) > 1:
+        return torch.stack(list(_pool(threads).map(lambda job: job(), jobs)))
+    return torch.stack([job() for job in jobs])
 
 
 def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:

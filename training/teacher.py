@@ -25,6 +25,7 @@ from handlers.precision import native_autocast_dtype
 from training import DATA_DIR, runlog, schedule
 from training.cache import ImageCache, ViewConfig, epoch_order, step_generator, view_batch
 from training.data import dev_splits
+from training.evaluate import default_workers
 from training.lineage import machine
 from training.metrics import compute_metrics
 from training.teacher_model import VARIANTS, Teacher, load_teacher, load_teachers, package_weights, save_teacher
@@ -154,6 +155,7 @@ def main(args: argparse.Namespace) -> dict:
     optimizer = schedule.make_optimizer(args, teacher)
     criterion = schedule.make_criterion(args, train, splits.classes, device)
     views = teacher_views(args)
+    threads = max(1, default_workers(device))  # the views cut side by side on CUDA, where they would starve the GPU
     steps = len(train) // args.batch_size
     rows, best = [], -1.0
     print(
@@ -167,7 +169,8 @@ def main(args: argparse.Namespace) -> dict:
         for i in range(steps):
             schedule.set_lr(optimizer, schedule.lr_at(args, (epoch - 1) * steps + i, steps))
             idx = order[i * args.batch_size : (i + 1) * args.batch_size].tolist()
-            x = view_batch(caches["train"], idx, teacher.image_size, views, step_generator(args.seed, epoch, i))
+            gen = step_generator(args.seed, epoch, i)
+            x = view_batch(caches["train"], idx, teacher.image_size, views, gen, threads=threads)
             x, y = x.to(device).contiguous(memory_format=torch.channels_last), caches["train"].targets[idx].to(device)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 loss = criterion(teacher(x).float(), y)
