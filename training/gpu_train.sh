@@ -8,13 +8,14 @@
 # training.compare against the default on the dev split and the export with its calibration to runs/. To $OUT (or
 # --out DIR): log.txt, results.tar.gz (records, metrics, timing, comparison, card) and the exported checkpoint in
 # pieces under 16 MiB (the device tool's limit a file): `cat art-category.pt.part-* > art-category.pt`.
+# Flags after `--` go to the student's training.train (e.g. `-- --image-size 192 --resize 219 --lr 0.005`).
 # --dry-run --data DIR: the same steps on this CPU with a small data set, a teacher of random weights, 64 px and one
 # epoch (tests/integration/test_gpu_train.py), so that the first GPU run is not the script's first run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=python3
 [[ -x .venv/bin/python ]] && PY=.venv/bin/python
-work=/tmp/artserve-train minutes=4 dry=0 out=${OUT:-runs/gpu-out} data=""
+work=/tmp/artserve-train minutes=4 dry=0 out=${OUT:-runs/gpu-out} data="" extra=()
 while (($#)); do
   case $1 in
     --receive)
@@ -25,6 +26,7 @@ while (($#)); do
     --out) out=$2 && shift ;;
     --data) data=$2 && shift ;;
     --dry-run) dry=1 ;;
+    --) shift && extra=("$@") && break ;;
     *) echo "unknown argument: $1" >&2 && exit 2 ;;
   esac
   shift
@@ -61,7 +63,7 @@ echo "== teacher: Lite1 at 240 px $(date -u +%T)"
 "$PY" -m training.teacher --data "$data" --variant lite1 --warmup-epochs 0.5 --views crop-flip \
   --class-weights balanced "${avoid[@]}" "${teacher[@]}" --output "$runs/gpu-teacher-lite1"
 config=(--config training/configs/art5-d2-224-gpu.yaml --data "$data" "${avoid[@]}"
-  --teacher "$runs/gpu-teacher-lite1/teacher.pt" "${student[@]}")
+  --teacher "$runs/gpu-teacher-lite1/teacher.pt" "${student[@]}" "${extra[@]}")
 
 echo "== student: timing $(date -u +%T)"
 "$PY" -m training.train "${config[@]}" --output "$runs/gpu-timing" --max-steps "$timing_steps"

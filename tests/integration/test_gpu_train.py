@@ -10,6 +10,7 @@ import tarfile
 
 import pytest
 import torch
+import yaml
 
 from deploy import ROOT
 from tests.imagefolder import make_train_val
@@ -24,7 +25,8 @@ def test_gpu_train_dry_run(tmp_path):
     data = make_train_val(tmp_path / "data", CLASSES, per_class=10)
     out = tmp_path / "out"
     done = subprocess.run(
-        ["bash", str(ROOT / "training" / "gpu_train.sh"), "--dry-run", "--data", str(data), "--out", str(out)],
+        ["bash", str(ROOT / "training" / "gpu_train.sh"), "--dry-run", "--data", str(data), "--out", str(out)]
+        + ["--", "--lr", "0.0123"],  # flags for the student's training.train
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, f"gpu_train.sh --dry-run failed ({done.returncode}):\n{done.stdout[-4000:]}"
@@ -40,6 +42,8 @@ def test_gpu_train_dry_run(tmp_path):
         compare = json.load(tar.extractfile("gpu-224/compare.json"))
         card = json.load(tar.extractfile("gpu-224/export/art-category.card.json"))
         timing = tar.extractfile("gpu-timing/timing.yaml").read().decode()
+        student_args = yaml.safe_load(tar.extractfile("gpu-224/args.yaml"))
+    assert student_args["lr"] == 0.0123, f"the flags after -- did not reach the student: lr {student_args['lr']}"
     assert "image_size: 64" in timing, f"the timing run did not use the student's size:\n{timing}"
     assert compare["split"] == "dev" and compare["images"] > 0 and "interval_95" in compare, compare
     assert card["training"]["init_from"], "the student did not start from the default"
