@@ -51,9 +51,10 @@ else
     exit 1
   }
   tar -xf "$work/stream.tar" -C "$work" && rm "$work/stream.tar"
-  "$PY" -m pip install -q --no-index --no-deps --target "$work/site" "$work"/whl/*.whl
+  "$PY" -m pip install -q --no-index --no-deps --upgrade --target "$work/site" "$work"/whl/*.whl
   export PYTHONPATH=$work/site${PYTHONPATH:+:$PYTHONPATH}
   data=$work/art5 runs=runs
+  rm -rf runs/gpu-teacher-lite1 runs/gpu-timing runs/gpu-student  # a second try on a warm machine starts afresh
   teacher=(--epochs 5) student=() avoid=(--dev-avoid "$work/dev-avoid.pt") timing_steps=30 max_epochs=60
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 fi
@@ -77,17 +78,17 @@ print(max(1, min(int(sys.argv[3]), int(float(sys.argv[2]) * 60 / epoch))))
 PY
 )
 echo "== student: $epochs epochs in about $minutes minutes $(date -u +%T)"
-"$PY" -m training.train "${config[@]}" --output "$runs/gpu-224" --epochs "$epochs" --time-budget "$((minutes + 2))"
+"$PY" -m training.train "${config[@]}" --output "$runs/gpu-student" --epochs "$epochs" --time-budget "$((minutes + 2))"
 
 echo "== compare with the default on dev $(date -u +%T)"
-"$PY" -m training.compare model_store/art-category.pt "$runs/gpu-224/best.pt" --data "$data" "${avoid[@]}" \
-  --json "$runs/gpu-224/compare.json"
+"$PY" -m training.compare model_store/art-category.pt "$runs/gpu-student/best.pt" --data "$data" "${avoid[@]}" \
+  --json "$runs/gpu-student/compare.json"
 
 echo "== export with calibration $(date -u +%T)"
-"$PY" -m training.export "$runs/gpu-224" --output "$runs/gpu-224/export/art-category.pt" --max-error 0.02 0.05 0.1 \
-  --notes "224 px student from training/gpu_train.sh ($epochs epochs)"
+"$PY" -m training.export "$runs/gpu-student" --output "$runs/gpu-student/export/art-category.pt" --max-error 0.02 0.05 0.1 \
+  --notes "student from training/gpu_train.sh ($epochs epochs${extra[*]:+, ${extra[*]}})"
 
-tar -czf "$out/results.tar.gz" -C "$runs" --exclude='*.pt' --exclude='*.pth' gpu-teacher-lite1 gpu-timing gpu-224
-split -b 15m -d "$runs/gpu-224/export/art-category.pt" "$out/art-category.pt.part-"
+tar -czf "$out/results.tar.gz" -C "$runs" --exclude='*.pt' --exclude='*.pth' gpu-teacher-lite1 gpu-timing gpu-student
+split -b 15m -d "$runs/gpu-student/export/art-category.pt" "$out/art-category.pt.part-"
 ls -l "$out"
 echo "== done $(date -u +%T)"

@@ -34,15 +34,15 @@ def test_gpu_train_dry_run(tmp_path):
     with tarfile.open(out / "results.tar.gz") as tar:
         names = set(tar.getnames())
         expected = {
-            "gpu-teacher-lite1/report.json", "gpu-timing/timing.yaml", "gpu-224/metrics.csv", "gpu-224/final.json",
-            "gpu-224/compare.json", "gpu-224/export/art-category.card.json",
+            "gpu-teacher-lite1/report.json", "gpu-timing/timing.yaml", "gpu-student/metrics.csv", "gpu-student/final.json",
+            "gpu-student/compare.json", "gpu-student/export/art-category.card.json",
         }  # fmt: skip
         assert expected <= names, f"results.tar.gz lacks {sorted(expected - names)}"
         assert not [n for n in names if n.endswith((".pt", ".pth"))], f"checkpoints belong in pieces: {names}"
-        compare = json.load(tar.extractfile("gpu-224/compare.json"))
-        card = json.load(tar.extractfile("gpu-224/export/art-category.card.json"))
+        compare = json.load(tar.extractfile("gpu-student/compare.json"))
+        card = json.load(tar.extractfile("gpu-student/export/art-category.card.json"))
         timing = tar.extractfile("gpu-timing/timing.yaml").read().decode()
-        student_args = yaml.safe_load(tar.extractfile("gpu-224/args.yaml"))
+        student_args = yaml.safe_load(tar.extractfile("gpu-student/args.yaml"))
     assert student_args["lr"] == 0.0123, f"the flags after -- did not reach the student: lr {student_args['lr']}"
     assert "image_size: 64" in timing, f"the timing run did not use the student's size:\n{timing}"
     assert compare["split"] == "dev" and compare["images"] > 0 and "interval_95" in compare, compare
