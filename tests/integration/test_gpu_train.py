@@ -34,8 +34,8 @@ def test_gpu_train_dry_run(tmp_path):
     with tarfile.open(out / "results.tar.gz") as tar:
         names = set(tar.getnames())
         expected = {
-            "gpu-teacher-lite1/report.json", "gpu-timing/timing.yaml", "gpu-student/metrics.csv", "gpu-student/final.json",
-            "gpu-student/compare.json", "gpu-student/export/art-category.card.json",
+            "gpu-teacher-lite1/report.json", "gpu-timing/timing.yaml", "gpu-student/metrics.csv",
+            "gpu-student/final.json", "gpu-student/compare.json", "gpu-student/export/art-category.card.json",
         }  # fmt: skip
         assert expected <= names, f"results.tar.gz lacks {sorted(expected - names)}"
         assert not [n for n in names if n.endswith((".pt", ".pth"))], f"checkpoints belong in pieces: {names}"
