@@ -155,7 +155,7 @@ def main(args: argparse.Namespace) -> dict:
     optimizer = schedule.make_optimizer(args, teacher)
     criterion = schedule.make_criterion(args, train, splits.classes, device)
     views = teacher_views(args)
-    threads = max(1, default_workers(device))  # the views cut side by side on CUDA, where they would starve the GPU
+    threads = max(1, default_workers(device))  # on CUDA, so that the GPU does not wait on one thread
     steps = len(train) // args.batch_size
     rows, best = [], -1.0
     print(
