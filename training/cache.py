@@ -137,11 +137,6 @@ def apply_view(img: torch.Tensor, size: int, draw: ViewDraw) -> torch.Tensor:
     return view
 
 
-def random_view(img: torch.Tensor, size: int, cfg: ViewConfig, gen: torch.Generator) -> torch.Tensor:
-    """One augmented uint8 ``(3, size, size)`` view of ``img``."""
-    return apply_view(img, size, draw_view(img.shape[1], img.shape[2], cfg, gen))
-
-
 def centre_view(img: torch.Tensor, size: int, centre_fraction: float) -> torch.Tensor:
     """The evaluation's view: the centre square (``centre_fraction`` of the shorter side) scaled to ``size``."""
     _, h, w = img.shape

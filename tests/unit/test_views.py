@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import torch
 
-from training.cache import ViewConfig, random_view, step_generator, view_batch
+from training.cache import ViewConfig, apply_view, draw_view, step_generator, view_batch
 
 
 def images() -> list[torch.Tensor]:
@@ -20,7 +20,7 @@ def test_threaded_views_equal_the_views_drawn_one_by_one():
         one = view_batch(cache, range(9), 48, cfg, step_generator(0, 1, 3))
         four = view_batch(cache, range(9), 48, cfg, step_generator(0, 1, 3), threads=4)
         gen = step_generator(0, 1, 3)
-        by_hand = torch.stack([random_view(img, 48, cfg, gen) for img in cache.images])
+        by_hand = torch.stack([apply_view(img, 48, draw_view(*img.shape[1:], cfg, gen)) for img in cache.images])
         assert torch.equal(one, four), f"threads changed the views ({cfg})"
         assert torch.equal(one, by_hand), f"the views are not drawn in the images' order ({cfg})"
         other = view_batch(cache, range(9), 48, cfg, step_generator(0, 1, 4), threads=4)
