@@ -48,7 +48,7 @@ class Trainer(RunState):
         gen = step_generator(args.seed, epoch, step)
         fraction = self.cfg.crop / self.cfg.resize
         view_size = self.teacher.image_size if self.teacher is not None else size
-        threads = max(1, args.workers)  # several on CUDA, so that the GPU does not wait on one thread
+        threads = max(1, args.workers)  # views cut in several threads on CUDA, one on a CPU
         views = view_batch(self.cache, idx, view_size, self.views, gen, fraction, threads).to(self.device)
         student = views
         if self.teacher is not None and view_size != size:  # the student sees the teacher's view, scaled down

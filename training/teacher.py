@@ -155,7 +155,7 @@ def main(args: argparse.Namespace) -> dict:
     optimizer = schedule.make_optimizer(args, teacher)
     criterion = schedule.make_criterion(args, train, splits.classes, device)
     views = teacher_views(args)
-    threads = max(1, default_workers(device))  # several on CUDA, so that the GPU does not wait on one
+    threads = max(1, default_workers(device))  # views cut in several threads on CUDA, one on a CPU
     steps = len(train) // args.batch_size
     rows, best = [], -1.0
     print(
